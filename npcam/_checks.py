@@ -1,0 +1,82 @@
+"""Input validation shared by every public entry point.
+
+Each check raises ``TypeError`` (wrong kind of object) or ``ValueError`` (right kind,
+wrong content) with one sentence that names the argument, says what was expected and
+what came. Nothing is silently broadcast, truncated or clipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["as_float_array", "as_pair", "as_positive_int", "describe"]
+
+
+def describe(value: Any) -> str:
+    """A short description of ``value`` for error messages."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"[:120]
+
+
+def as_float_array(
+    name: str,
+    value: Any,
+    ndim: int | Sequence[int] | None = None,
+    *,
+    finite: bool = True,
+    dtype: type = np.float64,
+) -> np.ndarray:
+    """Return ``value`` as a float array, after checking its kind, rank and values.
+
+    Accepts NumPy arrays and nested sequences of real numbers. Booleans, complex numbers,
+    strings and objects are refused with ``TypeError``; a wrong rank or NaN/inf (when
+    ``finite``) with ``ValueError``.
+    """
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be an array of real numbers, got {describe(value)}.")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged nested lists and the like
+        raise TypeError(f"{name} must be an array of real numbers, got {describe(value)}.") from exc
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name} must be an array of real numbers, got dtype {arr.dtype} "
+            f"({type(value).__name__})."
+        )
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(str(d) for d in allowed)
+            raise ValueError(
+                f"{name} must be a {want}-D array, got {arr.ndim}-D with shape {arr.shape}."
+            )
+    arr = arr.astype(dtype, copy=False)
+    if finite and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must contain only finite values, got NaN or inf.")
+    return arr
+
+
+def as_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return ``value`` as a Python int ``>= minimum`` (booleans refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {describe(value)}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {int(value)}.")
+    return int(value)
+
+
+def as_pair(name: str, value: Any, *, minimum: int = 1) -> tuple[int, int]:
+    """Return an int or a pair of ints as ``(rows, cols)``, each ``>= minimum``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}.")
+        return (
+            as_positive_int(name, value[0], minimum=minimum),
+            as_positive_int(name, value[1], minimum=minimum),
+        )
+    v = as_positive_int(name, value, minimum=minimum)
+    return v, v
