@@ -1,0 +1,438 @@
+r"""Forward and backward passes as pure functions, each backward derived by hand.
+
+Every operation comes as a pair::
+
+    out, cache = op_forward(x, ...)      # cache: a NamedTuple of what backward needs
+    dx, ...    = op_backward(dout, cache)
+
+where ``dout = ∂L/∂out`` for some scalar L (in npcam, usually the class score y^c) and
+the backward returns ``∂L/∂x`` (and the parameter gradients). Arrays are NCHW, weights in
+PyTorch's layout: conv ``(C_out, C_in, kH, kW)``, linear ``(out, in)``. Everything is
+float64; inputs are validated by the layers and models that call these functions, so
+these stay the bare equations.
+
+Conventions at the kinks (where the derivative does not exist, an implementation must
+choose; these are PyTorch's choices):
+
+* ReLU'(0) = 0, i.e. ``dx = dy·[x > 0]``.
+* Max-pool ties: the whole gradient goes to the first maximum of the window in row-major
+  order, as PyTorch's CPU kernel does.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "CONV_CHUNK_BYTES",
+    "BatchNormCache",
+    "Conv2dCache",
+    "LinearCache",
+    "MaxPool2dCache",
+    "ReLUCache",
+    "RELU_MODES",
+    "batch_norm2d_backward",
+    "batch_norm2d_forward",
+    "conv2d_backward",
+    "conv2d_forward",
+    "conv_output_size",
+    "dropout_backward",
+    "dropout_forward",
+    "flatten_backward",
+    "flatten_forward",
+    "global_avg_pool2d_backward",
+    "global_avg_pool2d_forward",
+    "linear_backward",
+    "linear_forward",
+    "log_softmax",
+    "max_pool2d_backward",
+    "max_pool2d_forward",
+    "relu_backward",
+    "relu_forward",
+    "softmax",
+    "softmax_cross_entropy",
+]
+
+# The column matrix of a convolution (C·kH·kW rows, one column per output pixel) is built
+# for a few images at a time so that its size stays near this budget: memory stays
+# bounded for large inputs while each matrix product is still large enough for BLAS.
+CONV_CHUNK_BYTES = 64 * 2**20
+
+
+# --------------------------------------------------------------------------- convolution
+class Conv2dCache(NamedTuple):
+    x: np.ndarray  # the unpadded input: padding again for dW costs less memory than keeping it
+    weight: np.ndarray
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    has_bias: bool
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution or pooling window along one axis:
+    ``floor((size + 2·padding − kernel) / stride) + 1`` (0 or less: the window does not fit).
+    """
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def _chunk(n_items: int, bytes_per_item: int) -> int:
+    return max(1, min(n_items, CONV_CHUNK_BYTES // max(bytes_per_item, 1)))
+
+
+def _columns(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
+    """The column matrices of a padded batch: (n, C·kH·kW, H_out·W_out).
+
+    Column (h, w) holds the input window that output pixel (h, w) sees, ordered (c, i, j)
+    like the weight's last three axes, so the convolution is one matrix product.
+    """
+    n, c = xp.shape[:2]
+    windows = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    h_out, w_out = windows.shape[2:4]
+    # (n, C, H_out, W_out, kH, kW) -> (n, C, kH, kW, H_out, W_out): the copy that reshape
+    # makes then reads whole output rows at a time.
+    return windows.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, h_out * w_out)
+
+
+def _correlate(xp: np.ndarray, weight: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
+    """Valid cross-correlation of an already padded batch with ``weight``, no bias."""
+    n, c, hp, wp = xp.shape
+    f, _, kh, kw = weight.shape
+    sh, sw = stride
+    h_out, w_out = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    w2 = weight.reshape(f, c * kh * kw)
+    out = np.empty((n, f, h_out * w_out))
+    step = _chunk(n, 8 * c * kh * kw * h_out * w_out)
+    for start in range(0, n, step):  # memory bound, not a loop over single images
+        cols = _columns(xp[start : start + step], kh, kw, sh, sw)
+        np.matmul(w2, cols, out=out[start : start + step])
+    return out.reshape(n, f, h_out, w_out)
+
+
+def conv2d_forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+) -> tuple[np.ndarray, Conv2dCache]:
+    r"""2-D cross-correlation (what deep learning calls convolution).
+
+    With the input zero-padded by ``p`` and stride ``s``::
+
+        out[n, f, h, w] = b[f] + Σ_{c,i,j} W[f, c, i, j] · x_pad[n, c, s_h·h + i, s_w·w + j]
+
+    computed as one matrix product per image: the weight as an (F, C·kH·kW) matrix times
+    the column matrix of input windows (C·kH·kW, H_out·W_out).
+    """
+    ph, pw = padding
+    xp = _pad(x, ph, pw)
+    out = _correlate(xp, weight, stride)
+    if bias is not None:
+        out += bias[None, :, None, None]
+    return out, Conv2dCache(x, weight, stride, padding, bias is not None)
+
+
+def _dilate_and_pad(dout: np.ndarray, stride: int, offset: int, length: int, axis: int):
+    """Place ``dout`` along ``axis`` at positions ``o·stride + offset`` of a zero array of
+    ``length``; positions outside ``[0, length)`` are dropped (they met only padding)."""
+    n_out = dout.shape[axis]
+    o = np.arange(n_out)
+    keep = (o * stride + offset >= 0) & (o * stride + offset < length)
+    if not keep.any():
+        shape = list(dout.shape)
+        shape[axis] = length
+        return np.zeros(shape)
+    lo, hi = int(np.argmax(keep)), int(n_out - np.argmax(keep[::-1]))
+    shape = list(dout.shape)
+    shape[axis] = length
+    out = np.zeros(shape)
+    index = [slice(None)] * dout.ndim
+    index[axis] = slice(lo * stride + offset, (hi - 1) * stride + offset + 1, stride)
+    src = [slice(None)] * dout.ndim
+    src[axis] = slice(lo, hi)
+    out[tuple(index)] = dout[tuple(src)]
+    return out
+
+
+def conv2d_backward(
+    dout: np.ndarray, cache: Conv2dCache, param_grads: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    r"""Gradients of a convolution: ``(dx, dW, db)``; dW and db are None unless
+    ``param_grads``.
+
+    From the forward equation, each weight meets every output pixel and each input pixel
+    meets every output whose window covers it::
+
+        ∂L/∂b[f]          = Σ_{n,h,w} dout[n, f, h, w]
+        ∂L/∂W[f, c, i, j] = Σ_{n,h,w} dout[n, f, h, w] · x_pad[n, c, s_h·h + i, s_w·w + j]
+        ∂L/∂x_pad[n,c,r,q] = Σ_{f,i,j : s_h·h+i = r, s_w·w+j = q} dout[n, f, h, w] · W[f, c, i, j]
+
+    The last sum is the *transposed convolution*. Writing ``d`` for ``dout`` spread out
+    with ``s − 1`` zeros between entries (dilated) and shifted by ``k − 1 − p``, it is a
+    stride-1 correlation of ``d`` with the kernel flipped in space and with its two channel
+    axes swapped::
+
+        ∂L/∂x[n, c, h, w] = Σ_{f,m,l} d[n, f, h + m, w + l] · W[f, c, kH−1−m, kW−1−l]
+
+    so it reuses the forward correlation. Input rows that no window reached (when
+    ``(H + 2p − k)`` is not a multiple of ``s``) get zero gradient, as they should.
+    """
+    n, c, h, w = cache.x.shape
+    f, _, kh, kw = cache.weight.shape
+    sh, sw = cache.stride
+    ph, pw = cache.padding
+
+    d = _dilate_and_pad(dout, sh, kh - 1 - ph, h + kh - 1, axis=2)
+    d = _dilate_and_pad(d, sw, kw - 1 - pw, w + kw - 1, axis=3)
+    flipped = np.ascontiguousarray(cache.weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    dx = _correlate(d, flipped, (1, 1))
+
+    if not param_grads:
+        return dx, None, None
+    h_out, w_out = dout.shape[2:]
+    dout2 = dout.reshape(n, f, h_out * w_out)
+    xp = _pad(cache.x, ph, pw)
+    dw = np.zeros((f, c * kh * kw))
+    step = _chunk(n, 8 * c * kh * kw * h_out * w_out)
+    for start in range(0, n, step):
+        cols = _columns(xp[start : start + step], kh, kw, sh, sw)
+        dw += np.matmul(dout2[start : start + step], cols.transpose(0, 2, 1)).sum(axis=0)
+    db = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
+    return dx, dw.reshape(cache.weight.shape), db
+
+
+# --------------------------------------------------------------------------------- ReLU
+RELU_MODES = ("standard", "guided", "deconvnet")
+
+
+class ReLUCache(NamedTuple):
+    positive: np.ndarray  # [x > 0], the only thing any of the three rules needs of x
+
+
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, ReLUCache]:
+    r"""``out = max(x, 0)``."""
+    positive = x > 0
+    return np.where(positive, x, 0.0), ReLUCache(positive)
+
+
+def relu_backward(dout: np.ndarray, cache: ReLUCache, mode: str = "standard") -> np.ndarray:
+    r"""The signal a ReLU passes back, under one of three rules (Springenberg et al. 2014):
+
+    * ``"standard"`` — the true derivative: ``dx = dout · [x > 0]`` (ReLU'(0) = 0);
+    * ``"deconvnet"`` — Zeiler & Fergus: ``dx = dout · [dout > 0]``, i.e. ReLU applied to
+      the backward signal, ignoring x;
+    * ``"guided"`` — guided backpropagation: ``dx = dout · [x > 0] · [dout > 0]``, both
+      masks at once.
+    """
+    if mode == "standard":
+        return np.where(cache.positive, dout, 0.0)
+    if mode == "guided":
+        return np.where(cache.positive & (dout > 0), dout, 0.0)
+    if mode == "deconvnet":
+        return np.where(dout > 0, dout, 0.0)
+    raise ValueError(f"mode must be one of {RELU_MODES}, got {mode!r}.")
+
+
+# ----------------------------------------------------------------------------- max-pool
+class MaxPool2dCache(NamedTuple):
+    x_shape: tuple[int, ...]
+    argmax: np.ndarray  # flat index (row·W + col) into the input plane of each output
+
+
+def max_pool2d_forward(
+    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]
+) -> tuple[np.ndarray, MaxPool2dCache]:
+    r"""``out[n, c, h, w] = max_{i,j} x[n, c, s_h·h + i, s_w·w + j]`` over a kH×kW window.
+
+    The position of the maximum is remembered for the backward pass. On ties it is the
+    first maximum of the window in row-major order (``argmax``'s rule, and PyTorch's).
+    """
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    sh, sw = stride
+    windows = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    h_out, w_out = windows.shape[2:4]
+    flat = windows.reshape(n, c, h_out, w_out, kh * kw)
+    k = flat.argmax(axis=-1)
+    out = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
+    # Window-local index k = i·kW + j  ->  flat index in the input plane.
+    rows = np.arange(h_out)[:, None] * sh + k // kw
+    cols = np.arange(w_out)[None, :] * sw + k % kw
+    return out, MaxPool2dCache(x.shape, rows * w + cols)
+
+
+def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
+    r"""``∂L/∂x[n, c, r, q] = Σ_{h,w : argmax(h, w) = (r, q)} dout[n, c, h, w]``.
+
+    The max is locally the identity on the winning input and constant in the others, so
+    each output's gradient goes to its argmax; with overlapping windows one input may win
+    several windows and the contributions add (``bincount`` sums them).
+    """
+    n, c, h, w = cache.x_shape
+    plane = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
+    dx = np.bincount((plane + cache.argmax).ravel(), weights=dout.ravel(), minlength=n * c * h * w)
+    return dx.reshape(n, c, h, w)
+
+
+# ---------------------------------------------------------------- global average pooling
+def global_avg_pool2d_forward(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    r"""``F^k = (1/Z) Σ_{i,j} A^k_{ij}`` with ``Z = h·w``; output (N, K)."""
+    return x.mean(axis=(2, 3)), x.shape
+
+
+def global_avg_pool2d_backward(dout: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    r"""``∂L/∂A^k_{ij} = (1/Z) · ∂L/∂F^k`` for every (i, j): the same value everywhere."""
+    n, k, h, w = x_shape
+    return np.broadcast_to((dout / (h * w))[:, :, None, None], x_shape).copy()
+
+
+# ------------------------------------------------------------------------------ flatten
+def flatten_forward(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(N, d1, d2, ...) -> (N, d1·d2·...) in C order; the identity on an (N, K) array."""
+    return x.reshape(x.shape[0], -1), x.shape
+
+
+def flatten_backward(dout: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    """A reshape has the reshape back as its gradient."""
+    return dout.reshape(x_shape)
+
+
+# ------------------------------------------------------------------------------- linear
+class LinearCache(NamedTuple):
+    x: np.ndarray
+    weight: np.ndarray
+    has_bias: bool
+
+
+def linear_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
+) -> tuple[np.ndarray, LinearCache]:
+    r"""``y = x Wᵀ + b``: x (N, in), W (out, in), b (out,)."""
+    y = x @ weight.T
+    if bias is not None:
+        y += bias
+    return y, LinearCache(x, weight, bias is not None)
+
+
+def linear_backward(
+    dout: np.ndarray, cache: LinearCache, param_grads: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    r"""``∂L/∂x = dout · W``, ``∂L/∂W = doutᵀ · x``, ``∂L/∂b = Σ_n dout[n]``."""
+    dx = dout @ cache.weight
+    if not param_grads:
+        return dx, None, None
+    db = dout.sum(axis=0) if cache.has_bias else None
+    return dx, dout.T @ cache.x, db
+
+
+# ------------------------------------------------------------------------------ dropout
+def dropout_forward(x: np.ndarray) -> tuple[np.ndarray, None]:
+    """Dropout at inference is the identity (PyTorch's inverted dropout scales during
+    training, so nothing is scaled at inference). npcam explains trained models and
+    trains without dropout, so there is no training-time branch."""
+    return x, None
+
+
+def dropout_backward(dout: np.ndarray, cache: None = None) -> np.ndarray:
+    """The identity's gradient is the identity."""
+    return dout
+
+
+# -------------------------------------------------------------------------- batch norm
+class BatchNormCache(NamedTuple):
+    x_hat: np.ndarray  # (x − μ) / σ, per channel
+    inv_std: np.ndarray  # 1/σ = 1/sqrt(var + eps), (C,)
+    gamma: np.ndarray
+    training: bool
+
+
+def batch_norm2d_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float,
+    training: bool,
+) -> tuple[np.ndarray, BatchNormCache]:
+    r"""``y = γ · (x − μ) / sqrt(σ² + ε) + β`` per channel.
+
+    In training mode μ and σ² are the batch's own statistics over (N, H, W) (σ² biased, as
+    PyTorch normalises with); in eval mode they are the given running ``mean``/``var``.
+    Updating the running statistics is the layer's job, not this function's.
+    """
+    if training:
+        mean = x.mean(axis=(0, 2, 3))
+        var = x.var(axis=(0, 2, 3))
+    inv_std = 1.0 / np.sqrt(var + eps)
+    x_hat = (x - mean[None, :, None, None]) * inv_std[None, :, None, None]
+    y = x_hat * gamma[None, :, None, None] + beta[None, :, None, None]
+    return y, BatchNormCache(x_hat, inv_std, gamma, training)
+
+
+def batch_norm2d_backward(
+    dout: np.ndarray, cache: BatchNormCache, param_grads: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    r"""Gradients ``(dx, dγ, dβ)`` of batch normalisation.
+
+    ``∂L/∂β = Σ dout`` and ``∂L/∂γ = Σ dout · x̂`` (sums over N, H, W). With
+    ``g = dout · γ`` the gradient w.r.t. x̂:
+
+    * eval mode: μ, σ are constants, so ``dx = g / σ``;
+    * training mode: μ and σ depend on every x of the channel. With M = N·H·W,
+      ``∂μ/∂x = 1/M`` and ``∂σ²/∂x = 2(x − μ)/M``; collecting the three paths gives the
+      classic result::
+
+          dx = (1/σ) · (g − mean(g) − x̂ · mean(g · x̂))
+
+      (means over N, H, W per channel).
+    """
+    c = (None, slice(None), None, None)
+    g = dout * cache.gamma[c]
+    if cache.training:
+        g_mean = g.mean(axis=(0, 2, 3))
+        gx_mean = (g * cache.x_hat).mean(axis=(0, 2, 3))
+        dx = (g - g_mean[c] - cache.x_hat * gx_mean[c]) * cache.inv_std[c]
+    else:
+        dx = g * cache.inv_std[c]
+    if not param_grads:
+        return dx, None, None
+    return dx, (dout * cache.x_hat).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3))
+
+
+# ---------------------------------------------------------------- softmax and the loss
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    r"""``log p_c = y_c − log Σ_j exp(y_j)``, along the last axis, shifted by the max so
+    that exp cannot overflow."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    r"""``p_c = exp(y_c) / Σ_j exp(y_j)`` along the last axis."""
+    return np.exp(log_softmax(logits))
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    r"""Mean cross-entropy of softmax(logits) against integer labels, and its gradient.
+
+    ``L = −(1/N) Σ_n log p_{n, t_n}``; since ``∂ log p_t / ∂y_c = [c = t] − p_c``::
+
+        ∂L/∂y_{n,c} = (p_{n,c} − [c = t_n]) / N
+    """
+    n = logits.shape[0]
+    logp = log_softmax(logits)
+    rows = np.arange(n)
+    loss = -logp[rows, labels].mean()
+    dlogits = np.exp(logp)
+    dlogits[rows, labels] -= 1.0
+    return float(loss), dlogits / n
