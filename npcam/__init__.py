@@ -7,8 +7,22 @@ Every quantity of the paper is an explicit array: the feature maps ``A^k``
 weights ``α^c_k`` (``weights``) and the map ``L^c`` (``cam``).
 """
 
-from . import functional, gradcheck
+from . import explain, functional, gradcheck, image
 from ._version import __version__
+from .explain import (
+    CAMEquivalence,
+    CAMResult,
+    cam,
+    cam_equivalence,
+    counterfactual,
+    deconvnet,
+    grad_cam,
+    gradient_x_input,
+    guided_backprop,
+    guided_grad_cam,
+    saliency,
+)
+from .image import apply_colormap, colormap, load_image, normalize, overlay, save_image, upsample
 from .layers import (
     BatchNorm2d,
     Conv2d,
@@ -23,6 +37,26 @@ from .layers import (
 from .model import Sequential, fold_batchnorm, load_model, load_weights, model_from_config
 
 __all__ = [
+    "CAMEquivalence",
+    "CAMResult",
+    "apply_colormap",
+    "cam",
+    "cam_equivalence",
+    "colormap",
+    "counterfactual",
+    "deconvnet",
+    "explain",
+    "grad_cam",
+    "gradient_x_input",
+    "guided_backprop",
+    "guided_grad_cam",
+    "image",
+    "load_image",
+    "normalize",
+    "overlay",
+    "saliency",
+    "save_image",
+    "upsample",
     "BatchNorm2d",
     "Conv2d",
     "Dropout",
