@@ -7,7 +7,7 @@ Every quantity of the paper is an explicit array: the feature maps ``A^k``
 weights ``α^c_k`` (``weights``) and the map ``L^c`` (``cam``).
 """
 
-from . import explain, functional, gradcheck, image
+from . import conventions, explain, functional, gradcheck, image
 from ._version import __version__
 from .explain import (
     CAMEquivalence,
@@ -43,6 +43,7 @@ __all__ = [
     "cam",
     "cam_equivalence",
     "colormap",
+    "conventions",
     "counterfactual",
     "deconvnet",
     "explain",

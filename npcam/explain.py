@@ -376,7 +376,7 @@ def cam_equivalence(
     seed's step "∂Y/∂F = (∂Y/∂A)/(∂F/∂A)" is this chain rule written as a quotient.
     """
     c = cam(model, x, target, layer)
-    g = grad_cam(model, x, c.target, c.layer)
+    g = grad_cam(model, x, "all" if c.target.ndim == 2 else c.target, c.layer)
     z = int(c.activations.shape[2] * c.activations.shape[3])
     w_scale = max(float(np.abs(c.weights).max()), np.finfo(float).tiny)
     w_err = float(np.abs(z * g.weights - c.weights).max()) / w_scale
