@@ -9,8 +9,10 @@ looking at the shape, and a good explanation map must light up the shape's pixel
 Determinism: scene ``i`` of ``make_scenes(n, seed=s, ...)`` is drawn from its own
 generator, ``numpy.random.default_rng(numpy.random.SeedSequence(s).spawn(n)[i])``.
 Spawned children do not depend on ``n``, so the first ``k`` scenes of a larger batch
-are the ``k`` scenes of a smaller one (with the same other arguments). The same call on
-the same NumPy version returns bit-identical arrays.
+are the ``k`` scenes of a smaller one (with the same other arguments; the arrays are
+computed per scene, in chunks of 256, and come out bit-identical in the tests). The same
+call on the same machine and NumPy version returns bit-identical arrays; NumPy does not
+promise the same random streams across its versions.
 
 Geometry, in continuous pixel coordinates where pixel ``(i, j)`` covers
 ``[i, i+1) x [j, j+1)`` and is "inside" a shape when its centre ``(i+0.5, j+0.5)`` is:
@@ -32,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -53,12 +56,36 @@ CONTRAST_MARGIN = 3
 GAP = 2
 
 _COLOUR_CANDIDATES = 8
-_PLACEMENT_ATTEMPTS = 10
+_PLACEMENT_ATTEMPTS = 10  # random placements of a pair before the corner placement
+_KEEP_SIZE = 5  # of which the first ones keep the drawn sizes
 _CHUNK = 256
 _GRID = 5  # the low-frequency colour field is a bilinear upsampling of a 5 x 5 grid
 
 
-@dataclass(frozen=True)
+def _layout(widths: dict[str, int]) -> tuple[dict[str, slice], int]:
+    """Consecutive column slices of the given widths, and the total width."""
+    out, at = {}, 0
+    for name, width in widths.items():
+        out[name] = slice(at, at + width)
+        at += width
+    return out, at
+
+
+# Every scene draws all its random numbers but the pixel noise (and, for two objects,
+# the placement) in one call ``rng.random(_U_WIDTH)``; these are its columns.
+_U, _U_WIDTH = _layout(
+    {
+        "label": 2, "size": 2, "angle": 2, "pos": 2,
+        "stripes": 1, "period": 1, "theta": 1, "phase": 1, "stripe_amp": 1, "stripe_w": 3,
+        "base": 3, "sigma": 1,
+        "blob_y": 3, "blob_x": 3, "blob_sigma": 3, "blob_amp": 9,
+        "grid": 3 * _GRID * _GRID,
+        "colour": 2 * _COLOUR_CANDIDATES * 3,
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
 class Scenes:
     """A batch of synthetic scenes and their ground truth.
 
@@ -94,6 +121,13 @@ class Scenes:
 # --------------------------------------------------------------------------- shapes
 
 
+@lru_cache(maxsize=1024)
+def _unrotated_mask(kind: str, s: int) -> np.ndarray:
+    mask = _shape_mask(kind, s, 0.0)
+    mask.flags.writeable = False
+    return mask
+
+
 def _shape_mask(kind: str, s: int, angle: float) -> np.ndarray:
     """The mask of one shape of size ``s``, cropped to its tight box (never empty)."""
     # Window large enough for any rotation; its centre is the shape's centre.
@@ -124,11 +158,8 @@ def _shape_mask(kind: str, s: int, angle: float) -> np.ndarray:
     return m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def _separated(r: np.ndarray, c: np.ndarray, h: int, w: int, box: tuple) -> np.ndarray:
-    """Whether boxes with top-left ``(r, c)`` and shape ``(h, w)`` keep ``GAP`` pixels
-    of background from ``box = (r0, c0, r1, c1)``."""
-    r0, c0, r1, c1 = box
-    return (r + h + GAP <= r0) | (r >= r1 + GAP) | (c + w + GAP <= c0) | (c >= c1 + GAP)
+def _mask_of(kind: str, s: int, angle: float) -> np.ndarray:
+    return _unrotated_mask(kind, s) if angle == 0.0 else _shape_mask(kind, s, angle)
 
 
 def _place_pair(
@@ -139,33 +170,37 @@ def _place_pair(
     angles: list[float],
     min_size: int,
 ) -> tuple[list[np.ndarray], list[tuple[int, int]], list[int]]:
-    """Place two shapes with ``GAP`` background pixels between their boxes.
+    """Place two shapes with at least ``GAP`` background pixels between their boxes.
 
-    Up to ``_PLACEMENT_ATTEMPTS`` times: place the first shape uniformly at random,
-    then the second uniformly among the positions that keep it apart; if there is none,
-    place the first shape again. After that (rare), both shapes get ``min_size`` and the
-    first goes to the top-left corner, which always leaves room (checked by the caller).
+    Each attempt places the first shape uniformly at random, and the second uniformly
+    among the positions that keep it apart; if there is none, the next attempt follows.
+    The first ``_KEEP_SIZE`` attempts keep the drawn sizes; the later ones shrink both
+    sizes step by step towards ``min_size`` (two big shapes may not fit together). The
+    last resort (very rare) puts two shapes of ``min_size`` with the first in the
+    top-left corner, which always leaves room (checked by ``make_scenes``).
+    Returns the two masks, their top-left corners and their final sizes.
     """
-    m1 = _shape_mask(kinds[0], sizes[0], angles[0])
-    m2 = _shape_mask(kinds[1], sizes[1], angles[1])
     for attempt in range(_PLACEMENT_ATTEMPTS + 1):
+        shrink = max(attempt - _KEEP_SIZE + 1, 0) / (_PLACEMENT_ATTEMPTS - _KEEP_SIZE + 1)
+        now = [min_size + round((s - min_size) * (1.0 - shrink)) for s in sizes]
+        m1 = _mask_of(kinds[0], now[0], angles[0])
+        m2 = _mask_of(kinds[1], now[1], angles[1])
         if attempt == _PLACEMENT_ATTEMPTS:
-            sizes = [min_size, min_size]
-            m1 = _shape_mask(kinds[0], min_size, angles[0])
-            m2 = _shape_mask(kinds[1], min_size, angles[1])
             p1 = (0, 0)
         else:
             p1 = (
                 int(rng.integers(0, size - m1.shape[0] + 1)),
                 int(rng.integers(0, size - m1.shape[1] + 1)),
             )
-        box1 = (p1[0], p1[1], p1[0] + m1.shape[0], p1[1] + m1.shape[1])
+        r0, c0, r1, c1 = p1[0], p1[1], p1[0] + m1.shape[0], p1[1] + m1.shape[1]
         h, w = m2.shape
-        rr, cc = np.meshgrid(np.arange(size - h + 1), np.arange(size - w + 1), indexing="ij")
-        ok = np.flatnonzero(_separated(rr, cc, h, w, box1))
+        rr = np.arange(size - h + 1)[:, None]
+        cc = np.arange(size - w + 1)[None, :]
+        apart = (rr + h + GAP <= r0) | (rr >= r1 + GAP) | (cc + w + GAP <= c0) | (cc >= c1 + GAP)
+        ok = np.flatnonzero(apart)
         if ok.size:
-            k = ok[int(rng.integers(0, ok.size))]
-            return [m1, m2], [p1, (int(rr.flat[k]), int(cc.flat[k]))], sizes
+            r2, c2 = divmod(int(ok[int(rng.integers(0, ok.size))]), size - w + 1)
+            return [m1, m2], [p1, (r2, c2)], now
     raise AssertionError("unreachable: the corner placement always leaves room")
 
 
@@ -183,90 +218,115 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     return m
 
 
-def _backgrounds(params: dict[str, np.ndarray], noise: np.ndarray, size: int) -> None:
-    """Turn unit Gaussian ``noise`` (n, 3, H, W) into backgrounds, in place.
+def _smooth_backgrounds(u: np.ndarray, size: int, out: np.ndarray) -> None:
+    """Write into ``out`` (m, 3, H, W) the noiseless backgrounds of the scenes whose
+    uniforms are ``u`` (m, _U_WIDTH).
 
-    background = clip(base colour + low-frequency field + (stripes or 3 blobs)
-    + sigma * noise, 0, 1). Every term is a sum of separable products, so it is built
-    with ``einsum`` in chunks without per-pixel Python work.
+    background = base colour + low-frequency field + (stripes or three blobs). Every
+    term is a sum of separable products ``L[c, h, r] * R[r, w]`` (rank 11 in all), so
+    one batched matrix product ``L @ R`` builds the images without per-pixel Python work:
+
+    * base colour (rank 1): ``base_c * 1 * 1``;
+    * low-frequency field (rank 5): ``sum_gk up[h, g] grid[c, g, k] up[w, k]``, a
+      5 x 5 grid of uniform noise in [-0.3, 0.3] upsampled bilinearly;
+    * stripes (rank 2): ``a_c sin(ky y + kx x + phase)``, expanded as
+      ``sin(ky y + phase) cos(kx x) + cos(ky y + phase) sin(kx x)``;
+      ``a_c = 0`` in the scenes that have blobs instead;
+    * blobs (rank 3): ``sum_b a_bc exp(-(y - y_b)^2 / 2 s_b^2) exp(-(x - x_b)^2 / 2 s_b^2)``;
+      ``a_bc = 0`` in the scenes that have stripes instead.
     """
-    up = _interp_matrix(size, _GRID)
+    m = u.shape[0]
+    scale = size / 64.0
     coord = np.arange(size, dtype=np.float64) + 0.5
-    for a in range(0, noise.shape[0], _CHUNK):
-        sl = slice(a, a + _CHUNK)
-        out = noise[sl]
-        out *= params["sigma"][sl, None, None, None]
-        out += params["base"][sl, :, None, None]
-        out += np.einsum("hg,ncgk,wk->nchw", up, params["grid"][sl], up, optimize=True)
-        # Stripes: amp * w_c * sin(ky*y + kx*x + phase), expanded as
-        # sin(ky*y + phase) cos(kx*x) + cos(ky*y + phase) sin(kx*x).
-        ky, kx = params["ky"][sl, None], params["kx"][sl, None]
-        ay = ky * coord + params["phase"][sl, None]
-        ax = kx * coord
-        amp = params["stripe_amp"][sl]  # (m, 3), zero for scenes without stripes
-        out += np.einsum("nc,nh,nw->nchw", amp, np.sin(ay), np.cos(ax), optimize=True)
-        out += np.einsum("nc,nh,nw->nchw", amp, np.cos(ay), np.sin(ax), optimize=True)
-        # Blobs: amp_bc * exp(-(y-y_b)^2 / 2 s_b^2) * exp(-(x-x_b)^2 / 2 s_b^2).
-        sig = params["blob_sigma"][sl, :, None]
-        gy = np.exp(-((coord - params["blob_y"][sl, :, None]) ** 2) / (2.0 * sig * sig))
-        gx = np.exp(-((coord - params["blob_x"][sl, :, None]) ** 2) / (2.0 * sig * sig))
-        out += np.einsum("nbc,nbh,nbw->nchw", params["blob_amp"][sl], gy, gx, optimize=True)
-        np.clip(out, 0.0, 1.0, out=out)
+    up = _interp_matrix(size, _GRID)
 
+    stripes = u[:, _U["stripes"]] < 0.5  # (m, 1)
+    period = (3.0 + 7.0 * u[:, _U["period"]]) * scale
+    theta = np.pi * u[:, _U["theta"]]
+    ky = 2.0 * np.pi / period * np.cos(theta)
+    kx = 2.0 * np.pi / period * np.sin(theta)
+    ay = ky * coord + 2.0 * np.pi * u[:, _U["phase"]]  # (m, H)
+    ax = kx * coord  # (m, W)
+    amp = (0.05 + 0.15 * u[:, _U["stripe_amp"]]) * (2.0 * u[:, _U["stripe_w"]] - 1.0)
+    amp = amp * stripes  # (m, 3)
 
-def _draw_background_params(rng: np.random.Generator, size: int) -> dict[str, Any]:
-    u = rng.random(16)
-    stripes = u[0] < 0.5
-    period = (3.0 + 7.0 * u[1]) * size / 64.0
-    theta = math.pi * u[2]
-    k = 2.0 * math.pi / period
-    blob_sigma = (2.0 + 4.0 * rng.random(3)) * size / 64.0
-    return {
-        "base": 0.15 + 0.7 * u[3:6],
-        "sigma": 0.02 + 0.06 * u[6],
-        "grid": rng.uniform(-0.3, 0.3, (3, _GRID, _GRID)),
-        "ky": k * math.cos(theta),
-        "kx": k * math.sin(theta),
-        "phase": 2.0 * math.pi * u[7],
-        "stripe_amp": (0.05 + 0.15 * u[8]) * rng.uniform(-1.0, 1.0, 3) * stripes,
-        "blob_y": size * rng.random(3),
-        "blob_x": size * rng.random(3),
-        "blob_sigma": blob_sigma,
-        "blob_amp": rng.uniform(-0.25, 0.25, (3, 3)) * (not stripes),
-    }
+    by = size * u[:, _U["blob_y"], None]  # (m, 3, 1)
+    bx = size * u[:, _U["blob_x"], None]
+    bs = (2.0 + 4.0 * u[:, _U["blob_sigma"], None]) * scale
+    gy = np.exp(-((coord - by) ** 2) / (2.0 * bs * bs))  # (m, 3 blobs, H)
+    gx = np.exp(-((coord - bx) ** 2) / (2.0 * bs * bs))
+    bamp = (0.5 * u[:, _U["blob_amp"]] - 0.25).reshape(m, 3, 3) * ~stripes[:, :, None]
+
+    base = 0.15 + 0.7 * u[:, _U["base"]]  # (m, 3)
+    grid = (0.6 * u[:, _U["grid"]] - 0.3).reshape(m, 3, _GRID, _GRID)
+
+    left = np.concatenate(
+        [
+            np.broadcast_to(base[:, :, None, None], (m, 3, size, 1)),
+            up @ grid,  # (m, 3, H, 5)
+            amp[:, :, None, None] * np.sin(ay)[:, None, :, None],
+            amp[:, :, None, None] * np.cos(ay)[:, None, :, None],
+            np.einsum("mbc,mbh->mchb", bamp, gy),
+        ],
+        axis=3,
+    )  # (m, 3, H, 11)
+    right = np.concatenate(
+        [
+            np.ones((m, 1, size)),
+            np.broadcast_to(up.T, (m, _GRID, size)),
+            np.cos(ax)[:, None, :],
+            np.sin(ax)[:, None, :],
+            gx,
+        ],
+        axis=1,
+    )  # (m, 11, W)
+    np.matmul(left, right[:, None], out=out)
 
 
 # --------------------------------------------------------------------------- colours
 
 
-def _pick_colour(candidates: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """The first candidate colour that differs from ``background`` (3,) by at least
-    ``MIN_CONTRAST`` in some channel; if none does, the first candidate with the channel
-    of most room pushed to the far end (0 or 1), which differs by at least 0.5."""
-    ok = np.max(np.abs(candidates - background), axis=1) >= MIN_CONTRAST
-    if ok.any():
-        return candidates[int(np.argmax(ok))].copy()
-    colour = candidates[0].copy()
-    room = np.maximum(background, 1.0 - background)
-    ch = int(np.argmax(room))
-    colour[ch] = 0.0 if background[ch] >= 0.5 else 1.0
-    return colour
+def _pick_colours(candidates: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """One colour per row: candidates (m, c, 3), background means (m, 3) -> (m, 3).
+
+    The first candidate that differs from the background by at least ``MIN_CONTRAST`` in
+    some channel; if none does, the first candidate with the channel of most room pushed
+    to the far end (0 or 1), which then differs by at least 0.5.
+    """
+    ok = np.max(np.abs(candidates - background[:, None, :]), axis=2) >= MIN_CONTRAST
+    rows = np.arange(candidates.shape[0])
+    colours = candidates[rows, np.argmax(ok, axis=1)].copy()
+    bad = np.flatnonzero(~ok.any(axis=1))
+    if bad.size:
+        bgb = background[bad]
+        ch = np.argmax(np.maximum(bgb, 1.0 - bgb), axis=1)
+        colours[bad] = candidates[bad, 0]
+        colours[bad, ch] = np.where(bgb[np.arange(bad.size), ch] >= 0.5, 0.0, 1.0)
+    return colours
 
 
-def _surround_mean(image: np.ndarray, occupied: np.ndarray, box: Sequence[int]) -> np.ndarray:
-    """Per-channel mean of the background within ``CONTRAST_MARGIN`` pixels of ``box``
-    (the box grown by the margin and clipped to the image, minus every object's pixels);
-    the mean over the whole grown box if no background pixel is left there."""
-    size = image.shape[-1]
-    r0 = max(box[0] - CONTRAST_MARGIN, 0)
-    c0 = max(box[1] - CONTRAST_MARGIN, 0)
-    r1 = min(box[2] + CONTRAST_MARGIN, size)
-    c1 = min(box[3] + CONTRAST_MARGIN, size)
-    region = image[:, r0:r1, c0:c1]
-    free = ~occupied[r0:r1, c0:c1]
-    if free.any():
-        return region[:, free].mean(axis=1)
-    return region.reshape(3, -1).mean(axis=1)
+def _surround_means(
+    images: np.ndarray, occupied: np.ndarray, boxes: np.ndarray
+) -> np.ndarray:
+    """Per-channel mean background near each box: images (m, 3, H, W), occupied (m, H, W)
+    (the pixels of every object), boxes (m, 4) -> (m, 3).
+
+    The mean is over the box grown by ``CONTRAST_MARGIN`` pixels and clipped to the image,
+    minus the occupied pixels; over the whole grown box if that leaves nothing.
+    """
+    size = images.shape[-1]
+    idx = np.arange(size)
+    lo = np.maximum(boxes[:, :2] - CONTRAST_MARGIN, 0)
+    hi = boxes[:, 2:] + CONTRAST_MARGIN
+    in_rows = (idx >= lo[:, :1]) & (idx < hi[:, :1])  # (m, H)
+    in_cols = (idx >= lo[:, 1:]) & (idx < hi[:, 1:])  # (m, W)
+    grown = in_rows[:, :, None] & in_cols[:, None, :]
+    free = grown & ~occupied
+    count = free.sum(axis=(1, 2))
+    empty = count == 0
+    free[empty] = grown[empty]
+    count[empty] = grown[empty].sum(axis=(1, 2))
+    return np.einsum("mchw,mhw->mc", images, free.astype(np.float64)) / count[:, None]
 
 
 # ---------------------------------------------------------------------------- public
@@ -306,6 +366,11 @@ def make_scenes(
     objects : 1 or 2 shapes per scene. With 2, the shapes have different classes and
         their boxes are separated by at least ``GAP`` background pixels (so the masks are
         disjoint and not 8-connected to each other); ``labels`` is the first one's class.
+        The pair is placed by bounded rejection: a few random placements of the first
+        shape with the second uniform among the positions apart from it; then the same
+        with both sizes shrunk step by step towards ``min_size`` (about 5 % of pairs
+        with ``rotate=True`` at the defaults, 0.1 % without); as a last resort the first
+        shape in the top-left corner with both at ``min_size``, which always fits.
     seed : non-negative int; see the module docstring for what it determines.
     classes : the shape names to use, a subset of ``CLASSES`` in the desired label order
         (label ``k`` means ``classes[k]``). Each object's class is uniform over these (the
@@ -319,10 +384,12 @@ def make_scenes(
 
     Backgrounds are a random base colour, plus a smooth random colour field (a 5 x 5
     grid of uniform noise upsampled bilinearly), plus either random sinusoidal stripes or
-    three soft Gaussian blobs, plus per-pixel Gaussian noise, clipped to [0, 1]. Shapes
-    are painted on top in a flat colour, uniform in [0, 1]^3 and independent of the
-    class, redrawn until it differs by at least ``MIN_CONTRAST`` in some channel from
-    the mean background within ``CONTRAST_MARGIN`` pixels of the shape's box.
+    three soft Gaussian blobs, plus per-pixel Gaussian noise (std 0.02 to 0.08), clipped
+    to [0, 1]. Shapes are painted on top in a flat colour, independent of the class: the
+    first of 8 uniform candidates in [0, 1]^3 that differs by at least ``MIN_CONTRAST``
+    in some channel from the mean background within ``CONTRAST_MARGIN`` pixels of the
+    shape's box (the box grown by that margin, minus all objects' pixels); if none does
+    (rare), the first candidate with its channel of most room set to 0 or 1.
 
     Returns
     -------
@@ -359,63 +426,76 @@ def make_scenes(
             f"(2 * min_size{' * sqrt(2)' if rotate else ''} + {GAP} <= size), got {min_size}."
         )
 
+    n_cls = len(names)
     images = np.empty((n, 3, size, size), dtype=np.float64)
     masks = np.zeros((n, objects, size, size), dtype=bool)
-    object_labels = np.empty((n, objects), dtype=np.int64)
-    sizes = np.empty((n, objects), dtype=np.int64)
-    angles = np.zeros((n, objects), dtype=np.float64)
     boxes = np.empty((n, objects, 4), dtype=np.int64)
-    candidates = np.empty((n, objects, _COLOUR_CANDIDATES, 3), dtype=np.float64)
-    bg: dict[str, list] = {}
-    n_cls = len(names)
 
-    # Phase 1, per scene (its own generator): classes, sizes, angles, positions and
-    # masks, background parameters, colour candidates, unit pixel noise.
-    for i, child in enumerate(np.random.SeedSequence(seed).spawn(n)):
-        rng = np.random.default_rng(child)
-        lab = [int(rng.integers(0, n_cls))]
-        if objects == 2:
-            other = int(rng.integers(0, n_cls - 1))
-            lab.append(other + (other >= lab[0]))
-        kinds = [names[k] for k in lab]
-        s = [int(v) for v in rng.integers(min_size, max_size + 1, objects)]
-        turn = rng.uniform(0.0, 2.0 * math.pi, objects)
-        ang = [float(turn[k]) if rotate and kinds[k] != "disc" else 0.0 for k in range(objects)]
+    # Every scene's own generator draws, in this order: its uniforms ``u[i]``, then
+    # (two objects) the placement, then (phase 2) its pixel noise.
+    rngs = [np.random.default_rng(c) for c in np.random.SeedSequence(seed).spawn(n)]
+    u = np.empty((n, _U_WIDTH), dtype=np.float64)
+    for i, rng in enumerate(rngs):
+        rng.random(out=u[i])
+
+    def uniform_int(col: np.ndarray, count: int | np.ndarray) -> np.ndarray:
+        """Uniform integers in [0, count) from uniforms in [0, 1)."""
+        return np.minimum(np.floor(col * count).astype(np.int64), np.asarray(count) - 1)
+
+    lab_u = u[:, _U["label"]]
+    object_labels = np.empty((n, objects), dtype=np.int64)
+    object_labels[:, 0] = uniform_int(lab_u[:, 0], n_cls)
+    if objects == 2:
+        other = uniform_int(lab_u[:, 1], n_cls - 1)
+        object_labels[:, 1] = other + (other >= object_labels[:, 0])
+    sizes = min_size + uniform_int(u[:, _U["size"]][:, :objects], max_size - min_size + 1)
+    turns = np.asarray([kind != "disc" for kind in names])[object_labels] & rotate
+    angles = np.where(turns, 2.0 * np.pi * u[:, _U["angle"]][:, :objects], 0.0)
+
+    # Phase 1, per scene: masks and placement.
+    for i in range(n):
+        kinds = [names[k] for k in object_labels[i]]
         if objects == 1:
-            m = _shape_mask(kinds[0], s[0], ang[0])
-            pos = [
-                (
-                    int(rng.integers(0, size - m.shape[0] + 1)),
-                    int(rng.integers(0, size - m.shape[1] + 1)),
-                )
-            ]
-            local = [m]
+            m = _mask_of(kinds[0], int(sizes[i, 0]), float(angles[i, 0]))
+            room = np.array([size - m.shape[0] + 1, size - m.shape[1] + 1])
+            r, c = uniform_int(u[i, _U["pos"]], room)
+            local, pos = [m], [(int(r), int(c))]
         else:
-            local, pos, s = _place_pair(rng, size, (kinds[0], kinds[1]), s, ang, min_size)
+            local, pos, got = _place_pair(
+                rngs[i],
+                size,
+                (kinds[0], kinds[1]),
+                [int(v) for v in sizes[i]],
+                [float(v) for v in angles[i]],
+                min_size,
+            )
+            sizes[i] = got
         for k in range(objects):
             (r, c), m = pos[k], local[k]
             masks[i, k, r : r + m.shape[0], c : c + m.shape[1]] = m
             boxes[i, k] = (r, c, r + m.shape[0], c + m.shape[1])
-        object_labels[i] = lab
-        sizes[i] = s
-        angles[i] = ang
-        for key, val in _draw_background_params(rng, size).items():
-            bg.setdefault(key, []).append(val)
-        candidates[i] = rng.random((objects, _COLOUR_CANDIDATES, 3))
-        rng.standard_normal(out=images[i])
 
-    # Phase 2, vectorised: backgrounds.
-    _backgrounds({k: np.asarray(v, dtype=np.float64) for k, v in bg.items()}, images, size)
-
-    # Phase 3, per scene: contrasting colours, then paint.
+    # Phase 2, in chunks: background, pixel noise, contrasting colours, painting.
     colours = np.empty((n, objects, 3), dtype=np.float64)
-    for i in range(n):
-        occupied = masks[i].any(axis=0)
+    candidates = u[:, _U["colour"]].reshape(n, 2, _COLOUR_CANDIDATES, 3)
+    sigma = (0.02 + 0.06 * u[:, _U["sigma"]]).astype(np.float32)
+    noise = np.empty((min(n, _CHUNK), 3, size, size), dtype=np.float32)
+    for a in range(0, n, _CHUNK):
+        b = min(a + _CHUNK, n)
+        out = images[a:b]
+        _smooth_backgrounds(u[a:b], size, out)
+        for j in range(b - a):
+            rngs[a + j].standard_normal(dtype=np.float32, out=noise[j])
+        part = noise[: b - a]
+        part *= sigma[a:b, :, None, None]
+        out += part
+        np.clip(out, 0.0, 1.0, out=out)
+        occupied = masks[a:b].any(axis=1)
         for k in range(objects):
-            around = _surround_mean(images[i], occupied, boxes[i, k])
-            colours[i, k] = _pick_colour(candidates[i, k], around)
+            near = _surround_means(out, occupied, boxes[a:b, k])
+            colours[a:b, k] = _pick_colours(candidates[a:b, k], near)
         for k in range(objects):
-            images[i][:, masks[i, k]] = colours[i, k][:, None]
+            np.copyto(out, colours[a:b, k, :, None, None], where=masks[a:b, k, None])
 
     return Scenes(
         images=images,
