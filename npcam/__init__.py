@@ -7,8 +7,9 @@ Every quantity of the paper is an explicit array: the feature maps ``A^k``
 weights ``α^c_k`` (``weights``) and the map ``L^c`` (``cam``).
 """
 
-from . import conventions, explain, functional, gradcheck, image
+from . import conventions, explain, functional, gradcheck, image, interop, vectors
 from ._version import __version__
+from ._versions import show_versions
 from .explain import (
     CAMEquivalence,
     CAMResult,
@@ -23,6 +24,7 @@ from .explain import (
     saliency,
 )
 from .image import apply_colormap, colormap, load_image, normalize, overlay, save_image, upsample
+from .interop import from_torch
 from .layers import (
     BatchNorm2d,
     Conv2d,
@@ -47,6 +49,10 @@ __all__ = [
     "counterfactual",
     "deconvnet",
     "explain",
+    "from_torch",
+    "interop",
+    "show_versions",
+    "vectors",
     "grad_cam",
     "gradient_x_input",
     "guided_backprop",

@@ -18,7 +18,7 @@ from ._version import __version__
 __all__ = ["CliError", "main"]
 
 # Modules that contribute a subcommand, in the order ``npcam --help`` lists them.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("npcam.vectors",)
 
 
 class CliError(Exception):

@@ -264,8 +264,9 @@ class Sequential(L.Layer):
             if key not in given:
                 continue
             value = state_dict[key]
-            if hasattr(value, "detach"):  # a torch tensor: leave autograd before NumPy
-                value = value.detach().cpu().numpy()
+            if hasattr(value, "detach"):  # a torch tensor: leave autograd (and bfloat16) before NumPy
+                value = value.detach().cpu()
+                value = (value.double() if value.is_floating_point() else value).numpy()
             if key.endswith("num_batches_tracked"):
                 arr = np.asarray(value)
                 if arr.shape != () or arr.dtype.kind not in "iu":
