@@ -64,6 +64,7 @@ class Layer:
         self.training = False
         self.grads: dict[str, np.ndarray] = {}
         self._cache: Any = None
+        self._out_shape: tuple[int, ...] = ()
 
     # -- state -------------------------------------------------------------------------
     def params(self) -> dict[str, np.ndarray]:
@@ -80,16 +81,33 @@ class Layer:
 
     # -- computation -------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """This layer's output for ``x``; remembers what ``backward`` needs."""
+        out = self._forward(x)
+        self._out_shape = out.shape
+        return out
 
     def backward(
         self, dout: np.ndarray, relu: str = "standard", param_grads: bool = True
     ) -> np.ndarray:
-        """Gradient w.r.t. this layer's input, given ``dout`` w.r.t. its output.
+        """Gradient w.r.t. this layer's input, given ``dout`` w.r.t. its output (of the
+        last ``forward``, whose shape ``dout`` must have).
 
         ``relu`` selects the ReLU backward rule (only ``ReLU`` reads it); with
         ``param_grads`` the parameter gradients are stored in ``self.grads``.
         """
+        self._need_cache()
+        dout = as_float_array("dout", dout, finite=True)
+        if dout.shape != self._out_shape:
+            raise ValueError(
+                f"dout must have the shape of the output of {type(self).__name__}, "
+                f"{self._out_shape}, got {dout.shape}."
+            )
+        return self._backward(dout, relu, param_grads)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _backward(self, dout: np.ndarray, relu: str, param_grads: bool) -> np.ndarray:
         raise NotImplementedError
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -161,7 +179,7 @@ class Conv2d(Layer):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         return F.conv_output_size(h, kh, sh, ph), F.conv_output_size(w, kw, sw, pw)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         x = self._check_input(x, 4, self.in_channels)
         h_out, w_out = self.output_size(*x.shape[2:])
         if h_out < 1 or w_out < 1:
@@ -172,7 +190,7 @@ class Conv2d(Layer):
         out, self._cache = F.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding)
         return out
 
-    def backward(self, dout, relu="standard", param_grads=True):
+    def _backward(self, dout, relu, param_grads):
         dx, dw, db = F.conv2d_backward(dout, self._need_cache(), param_grads)
         if param_grads:
             self.grads = {"weight": dw} if db is None else {"weight": dw, "bias": db}
@@ -204,7 +222,7 @@ class Linear(Layer):
             "bias": self.bias is not None,
         }
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         x = self._check_input(x, 2)
         if x.shape[1] != self.in_features:
             raise ValueError(
@@ -214,7 +232,7 @@ class Linear(Layer):
         out, self._cache = F.linear_forward(x, self.weight, self.bias)
         return out
 
-    def backward(self, dout, relu="standard", param_grads=True):
+    def _backward(self, dout, relu, param_grads):
         dx, dw, db = F.linear_backward(dout, self._need_cache(), param_grads)
         if param_grads:
             self.grads = {"weight": dw} if db is None else {"weight": dw, "bias": db}
@@ -225,12 +243,12 @@ class ReLU(Layer):
     """``max(x, 0)``; its backward rule is chosen per call: standard, guided or deconvnet
     (see :func:`npcam.functional.relu_backward`)."""
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array("the input of ReLU", x, finite=True)
         out, self._cache = F.relu_forward(x)
         return out
 
-    def backward(self, dout, relu="standard", param_grads=True):
+    def _backward(self, dout, relu, param_grads):
         return F.relu_backward(dout, self._need_cache(), relu)
 
 
@@ -248,7 +266,7 @@ class MaxPool2d(Layer):
     def config(self) -> dict[str, Any]:
         return {"type": "MaxPool2d", "kernel_size": list(self.kernel_size), "stride": list(self.stride)}
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         x = self._check_input(x, 4)
         if x.shape[2] < self.kernel_size[0] or x.shape[3] < self.kernel_size[1]:
             raise ValueError(
@@ -258,7 +276,7 @@ class MaxPool2d(Layer):
         out, self._cache = F.max_pool2d_forward(x, self.kernel_size, self.stride)
         return out
 
-    def backward(self, dout, relu="standard", param_grads=True):
+    def _backward(self, dout, relu, param_grads):
         return F.max_pool2d_backward(dout, self._need_cache())
 
 
@@ -266,12 +284,12 @@ class GlobalAvgPool2d(Layer):
     """``F^k = (1/Z) Σ_ij A^k_ij``: (N, K, h, w) -> (N, K). Equivalent to PyTorch's
     ``AdaptiveAvgPool2d(1)`` followed by ``Flatten()``."""
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         x = self._check_input(x, 4)
         out, self._cache = F.global_avg_pool2d_forward(x)
         return out
 
-    def backward(self, dout, relu="standard", param_grads=True):
+    def _backward(self, dout, relu, param_grads):
         return F.global_avg_pool2d_backward(dout, self._need_cache())
 
 
@@ -279,12 +297,12 @@ class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1·d2·...), C order as ``torch.flatten(x, 1)``; the
     identity on (N, K)."""
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array("the input of Flatten", x, (2, 3, 4), finite=True)
         out, self._cache = F.flatten_forward(x)
         return out
 
-    def backward(self, dout, relu="standard", param_grads=True):
+    def _backward(self, dout, relu, param_grads):
         return F.flatten_backward(dout, self._need_cache())
 
 
@@ -301,12 +319,12 @@ class Dropout(Layer):
     def config(self) -> dict[str, Any]:
         return {"type": "Dropout", "p": self.p}
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         out, _ = F.dropout_forward(as_float_array("the input of Dropout", x, finite=True))
         self._cache = True
         return out
 
-    def backward(self, dout, relu="standard", param_grads=True):
+    def _backward(self, dout, relu, param_grads):
         self._need_cache()
         return F.dropout_backward(dout)
 
@@ -346,7 +364,7 @@ class BatchNorm2d(Layer):
             "momentum": self.momentum,
         }
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         x = self._check_input(x, 4, self.num_features)
         out, self._cache = F.batch_norm2d_forward(
             x, self.weight, self.bias, self.running_mean, self.running_var, self.eps,
@@ -365,7 +383,7 @@ class BatchNorm2d(Layer):
             self.num_batches_tracked = self.num_batches_tracked + 1
         return out
 
-    def backward(self, dout, relu="standard", param_grads=True):
+    def _backward(self, dout, relu, param_grads):
         dx, dgamma, dbeta = F.batch_norm2d_backward(dout, self._need_cache(), param_grads)
         if param_grads:
             self.grads = {"weight": dgamma, "bias": dbeta}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -135,8 +136,8 @@ class Sequential(L.Layer):
     def train(self, mode: bool = True) -> Sequential:
         """Set training mode on every layer (only BatchNorm2d behaves differently)."""
         self.training = bool(mode)
-        for _, leaf in self.named_layers():
-            leaf.training = bool(mode)
+        for _, module in self.named_modules():
+            module.training = bool(mode)
         return self
 
     def eval(self) -> Sequential:
@@ -285,11 +286,16 @@ class Sequential(L.Layer):
             setattr(leaves[layer_name], attr, arr)
         return IncompatibleKeys(missing, unexpected)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the weights and the architecture (as JSON text) to an ``.npz`` file."""
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the weights and the architecture (as JSON text) to an ``.npz`` file;
+        returns the path written (``.npz`` is appended when missing, as NumPy does)."""
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
         arrays = self.state_dict()
         arrays[ARCHITECTURE_KEY] = np.array(json.dumps(self.config()))
         np.savez(path, **arrays)
+        return path
 
 
 def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -297,14 +303,20 @@ def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"path {path!r} does not exist.")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except ValueError as exc:  # raised by NumPy for object arrays without pickle
-        raise ValueError(
-            f"path {path!r} holds pickled objects, which npcam never loads: {exc}"
-        ) from exc
-    except (OSError, EOFError) as exc:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"path {path!r} is not a readable .npz weights file: {exc}") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"path {path!r} is not a .npz weights file (it holds a single array).")
+    with data:
+        try:
+            return {k: data[k] for k in data.files}
+        except ValueError as exc:  # NumPy refuses object arrays without pickle
+            raise ValueError(
+                f"path {path!r} holds pickled objects, which npcam never loads: {exc}"
+            ) from exc
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"path {path!r} is not a readable .npz weights file: {exc}") from exc
 
 
 def load_weights(model: Sequential, path: str | os.PathLike, strict: bool = True) -> IncompatibleKeys:
@@ -346,9 +358,10 @@ def fold_batchnorm(model: Sequential) -> Sequential:
 
     A conv then BN computes ``γ (W⋆x + b − μ)/σ + β`` with ``σ = sqrt(var + ε)``: the same
     as one conv with ``W' = W · γ/σ`` (per output channel) and ``b' = (b − μ)·γ/σ + β``.
-    Layer names are kept (the BN's name disappears), so a ``layer`` name that meant a
-    conv, ReLU or container still means the same feature maps. A BatchNorm2d not right
-    after a Conv2d in the same container is kept as it is.
+    Layer names are kept (the BN's name disappears; the conv's name now means the
+    conv+BN output), so a ``layer`` name that meant a ReLU or a container still means the
+    same feature maps. A BatchNorm2d in training mode, or not right after a Conv2d in the
+    same container, is kept as it is.
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be an npcam.Sequential, got {describe(model)}.")
@@ -360,7 +373,7 @@ def fold_batchnorm(model: Sequential) -> Sequential:
         nxt = items[i + 1][1] if i + 1 < len(items) else None
         if isinstance(layer, Sequential):
             out[name] = fold_batchnorm(layer)
-        elif isinstance(layer, L.Conv2d) and isinstance(nxt, L.BatchNorm2d):
+        elif isinstance(layer, L.Conv2d) and isinstance(nxt, L.BatchNorm2d) and not nxt.training:
             out[name] = _fold(layer, nxt)
             i += 1
         else:
