@@ -42,7 +42,7 @@ import numpy as np
 
 from . import layers as L
 from ._checks import describe
-from .functional import softmax
+from .functional import log_softmax, softmax
 from .image import upsample
 from .model import Sequential
 
@@ -130,6 +130,8 @@ def _targets(target: Target, logits: np.ndarray, allow_all: bool) -> np.ndarray:
     if isinstance(target, (bool, np.bool_)):
         raise TypeError(f"target must be None, an int, N ints or 'all', got {target!r}.")
     if isinstance(target, (int, np.integer)):
+        if not 0 <= int(target) < num_classes:
+            raise ValueError(f"target must be in [0, {num_classes}), got {int(target)}.")
         t = np.full(n, int(target), dtype=np.int64)
     else:
         arr = np.asarray(target)
@@ -183,15 +185,21 @@ def _scores_and_seed(logits: np.ndarray, target: np.ndarray, score: str):
     * log_softmax: ``y = log p_c``, seed ``e_c − p``.
     """
     rows = np.arange(logits.shape[0])
-    onehot = np.zeros_like(logits)
-    onehot[rows, target] = 1.0
     if score == "logit":
+        onehot = np.zeros_like(logits)
+        onehot[rows, target] = 1.0
         return logits[rows, target], onehot
     p = softmax(logits)
+    # e_c − p, with its c-th entry 1 − p_c written as Σ_{j≠c} p_j: no cancellation when the
+    # model is confident (p_c → 1), where 1 − p_c would round to 0.
+    d = -p
+    others = p.copy()
+    others[rows, target] = 0.0
+    d[rows, target] = others.sum(axis=1)
     if score == "softmax":
         pc = p[rows, target]
-        return pc, pc[:, None] * (onehot - p)
-    return np.log(p[rows, target]), onehot - p
+        return pc, pc[:, None] * d
+    return log_softmax(logits)[rows, target], d
 
 
 def _layer_gradients(model, x, target, layer, score, allow_all):
@@ -214,6 +222,7 @@ def _layer_gradients(model, x, target, layer, score, allow_all):
     logits_all = model.forward_from(name, stacked)
     y, seed = _scores_and_seed(logits_all, t.reshape(-1), score)
     g = model.backward(seed, to=name, param_grads=False)
+    model.forward_from(name, a)  # leave the head's caches as a plain forward pass would
     model.activations = saved
     return name, a, g.reshape(n, c, *a.shape[1:]), y.reshape(n, c), t
 

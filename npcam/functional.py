@@ -141,28 +141,6 @@ def conv2d_forward(
     return out, Conv2dCache(x, weight, stride, padding, bias is not None)
 
 
-def _dilate_and_pad(dout: np.ndarray, stride: int, offset: int, length: int, axis: int):
-    """Place ``dout`` along ``axis`` at positions ``o·stride + offset`` of a zero array of
-    ``length``; positions outside ``[0, length)`` are dropped (they met only padding)."""
-    n_out = dout.shape[axis]
-    o = np.arange(n_out)
-    keep = (o * stride + offset >= 0) & (o * stride + offset < length)
-    if not keep.any():
-        shape = list(dout.shape)
-        shape[axis] = length
-        return np.zeros(shape)
-    lo, hi = int(np.argmax(keep)), int(n_out - np.argmax(keep[::-1]))
-    shape = list(dout.shape)
-    shape[axis] = length
-    out = np.zeros(shape)
-    index = [slice(None)] * dout.ndim
-    index[axis] = slice(lo * stride + offset, (hi - 1) * stride + offset + 1, stride)
-    src = [slice(None)] * dout.ndim
-    src[axis] = slice(lo, hi)
-    out[tuple(index)] = dout[tuple(src)]
-    return out
-
-
 def conv2d_backward(
     dout: np.ndarray, cache: Conv2dCache, param_grads: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -176,33 +154,39 @@ def conv2d_backward(
         ∂L/∂W[f, c, i, j] = Σ_{n,h,w} dout[n, f, h, w] · x_pad[n, c, s_h·h + i, s_w·w + j]
         ∂L/∂x_pad[n,c,r,q] = Σ_{f,i,j : s_h·h+i = r, s_w·w+j = q} dout[n, f, h, w] · W[f, c, i, j]
 
-    The last sum is the *transposed convolution*. Writing ``d`` for ``dout`` spread out
-    with ``s − 1`` zeros between entries (dilated) and shifted by ``k − 1 − p``, it is a
-    stride-1 correlation of ``d`` with the kernel flipped in space and with its two channel
-    axes swapped::
-
-        ∂L/∂x[n, c, h, w] = Σ_{f,m,l} d[n, f, h + m, w + l] · W[f, c, kH−1−m, kW−1−l]
-
-    so it reuses the forward correlation. Input rows that no window reached (when
-    ``(H + 2p − k)`` is not a multiple of ``s``) get zero gradient, as they should.
+    In matrix form, with ``cols`` the forward's column matrix and ``W₂`` the weight as an
+    (F, C·kH·kW) matrix: ``dW₂ = Σ_n dout_n · cols_nᵀ`` and ``dcols_n = W₂ᵀ · dout_n``.
+    The input gradient is the *transposed convolution*: every column of ``dcols`` is
+    scattered back, added onto the window it was read from — one strided slice of
+    ``x_pad`` per kernel offset (i, j), i.e. kH·kW vectorised additions. Then the padding
+    is cut off. Input rows that no window reached (when ``H + 2p − k`` is not a multiple
+    of ``s``) keep a zero gradient, as they should.
     """
-    n, c, h, w = cache.x.shape
+    x = cache.x
+    n, c, h, w = x.shape
     f, _, kh, kw = cache.weight.shape
     sh, sw = cache.stride
     ph, pw = cache.padding
+    h_out, w_out = dout.shape[2:]
+    dout2 = dout.reshape(n, f, h_out * w_out)
+    w2 = cache.weight.reshape(f, c * kh * kw)
+    step = _chunk(n, 8 * c * kh * kw * h_out * w_out)
 
-    d = _dilate_and_pad(dout, sh, kh - 1 - ph, h + kh - 1, axis=2)
-    d = _dilate_and_pad(d, sw, kw - 1 - pw, w + kw - 1, axis=3)
-    flipped = np.ascontiguousarray(cache.weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    dx = _correlate(d, flipped, (1, 1))
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+    for start in range(0, n, step):  # memory bound, as in the forward pass
+        dcols = np.matmul(w2.T, dout2[start : start + step])
+        dcols = dcols.reshape(-1, c, kh, kw, h_out, w_out)
+        block = dxp[start : start + step]
+        for i in range(kh):  # the kernel offsets: kH·kW whole-array additions
+            rows = slice(i, i + sh * (h_out - 1) + 1, sh)
+            for j in range(kw):
+                block[:, :, rows, j : j + sw * (w_out - 1) + 1 : sw] += dcols[:, :, i, j]
+    dx = dxp if ph == 0 and pw == 0 else np.ascontiguousarray(dxp[:, :, ph : ph + h, pw : pw + w])
 
     if not param_grads:
         return dx, None, None
-    h_out, w_out = dout.shape[2:]
-    dout2 = dout.reshape(n, f, h_out * w_out)
-    xp = _pad(cache.x, ph, pw)
+    xp = _pad(x, ph, pw)
     dw = np.zeros((f, c * kh * kw))
-    step = _chunk(n, 8 * c * kh * kw * h_out * w_out)
     for start in range(0, n, step):
         cols = _columns(xp[start : start + step], kh, kw, sh, sw)
         dw += np.matmul(dout2[start : start + step], cols.transpose(0, 2, 1)).sum(axis=0)
@@ -411,10 +395,17 @@ def batch_norm2d_backward(
 
 # ---------------------------------------------------------------- softmax and the loss
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    r"""``log p_c = y_c − log Σ_j exp(y_j)``, along the last axis, shifted by the max so
-    that exp cannot overflow."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    r"""``log p_c = y_c − log Σ_j exp(y_j)``, along the last axis.
+
+    Shifted by the max m so that exp cannot overflow: ``log Σ_j exp(y_j − m)`` is
+    ``log(1 + r)`` with r the sum over the other entries, computed as ``log1p(r)`` so that
+    a confident prediction (r ≪ 1) keeps full relative precision.
+    """
+    top = logits.argmax(axis=-1)[..., None]
+    shifted = logits - np.take_along_axis(logits, top, axis=-1)
+    e = np.exp(shifted)
+    np.put_along_axis(e, top, 0.0, axis=-1)
+    return shifted - np.log1p(e.sum(axis=-1, keepdims=True))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
