@@ -137,7 +137,8 @@ def main() -> None:
             t_bwd = time.perf_counter() - t
             if run == 0:
                 continue  # warm-up
-            for key, value in zip(rows, (t_fwd, conv_fwd, t_bwd_w, conv_bwd_w, t_bwd, timer.backward)):
+            measured = (t_fwd, conv_fwd, t_bwd_w, conv_bwd_w, t_bwd, timer.backward)
+            for key, value in zip(rows, measured, strict=True):
                 rows[key].append(value)
         flops = conv_flops(model)
         # The largest convolution as one matrix product: (F, C·9) @ (C·9, H·W).
@@ -146,7 +147,8 @@ def main() -> None:
     work = {"conv fwd": flops, "conv bwd+dW": 2 * flops, "conv bwd": flops}
     print(f"npcam {npcam.__version__}, numpy {np.__version__}, batch {args.batch}, "
           f"3x{args.size}x{args.size}, float64, threads {args.threads or 'default'}")
-    print(f"convolution FLOPs per forward: {flops / 1e9:.1f} GFLOP ({flops / args.batch / 1e9:.2f} per image)")
+    per_image = flops / args.batch / 1e9
+    print(f"convolution FLOPs per forward: {flops / 1e9:.1f} GFLOP ({per_image:.2f} per image)")
     print(f"numpy float64 matmul (256x2304 @ 2304x3136): {rate:.1f} GFLOP/s")
     print(f"{'quantity':<14}{'median s':>10}{'min s':>9}{'GFLOP/s':>10}{'of matmul':>11}")
     for key, values in rows.items():

@@ -54,12 +54,11 @@ def _time(fn, repeats: int) -> list[float]:
 
 
 def worker_npcam(task: str, batch: int, threads: int, repeats: int, weights: str) -> dict:
+    import numpy as np
+    from bench_core import vgg_style
     from threadpoolctl import threadpool_limits
 
-    import numpy as np
-
     import npcam
-    from bench_core import vgg_style
 
     with threadpool_limits(threads):
         model = vgg_style()
@@ -138,9 +137,9 @@ def main() -> None:
         return
 
     import numpy as np
+    from bench_core import vgg_style
 
     import npcam
-    from bench_core import vgg_style
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "vgg.npz")
@@ -161,9 +160,10 @@ def main() -> None:
                     t = {s: [x for r in res[s] for x in r["times"]] for s in res}
                     mem = {s: max(r["maxrss_mb"] for r in res[s]) for s in res}
                     med = {s: statistics.median(t[s]) for s in t}
+                    spread = {s: max(t[s]) / min(t[s]) for s in t}
                     print(f"{task:<9}{batch:>6}{threads:>4}{med['npcam']:>9.3f}{med['torch']:>9.3f}"
                           f"{med['npcam'] / med['torch']:>7.2f}{min(t['npcam']):>8.3f}{min(t['torch']):>8.3f}"
-                          f"{max(t['npcam']) / min(t['npcam']):>10.2f}{max(t['torch']) / min(t['torch']):>9.2f}"
+                          f"{spread['npcam']:>10.2f}{spread['torch']:>9.2f}"
                           f"{mem['npcam']:>9.0f}{mem['torch']:>9.0f}", flush=True)
 
 
