@@ -7,7 +7,7 @@ Every quantity of the paper is an explicit array: the feature maps ``A^k``
 weights ``α^c_k`` (``weights``) and the map ``L^c`` (``cam``).
 """
 
-from . import conventions, explain, functional, gradcheck, image, interop, vectors
+from . import conventions, data, explain, functional, gradcheck, image, interop, metrics, train, vectors, zoo
 from ._version import __version__
 from ._versions import show_versions
 from .explain import (
@@ -46,13 +46,16 @@ __all__ = [
     "cam_equivalence",
     "colormap",
     "conventions",
+    "data",
     "counterfactual",
     "deconvnet",
     "explain",
     "from_torch",
     "interop",
     "show_versions",
+    "train",
     "vectors",
+    "zoo",
     "grad_cam",
     "gradient_x_input",
     "guided_backprop",
@@ -80,5 +83,6 @@ __all__ = [
     "gradcheck",
     "load_model",
     "load_weights",
+    "metrics",
     "model_from_config",
 ]

@@ -18,7 +18,12 @@ from ._version import __version__
 __all__ = ["CliError", "main"]
 
 # Modules that contribute a subcommand, in the order ``npcam --help`` lists them.
-_COMMAND_MODULES: tuple[str, ...] = ("npcam.vectors",)
+_COMMAND_MODULES: tuple[str, ...] = (
+    "npcam.demo",
+    "npcam.evaluate",
+    "npcam.train",
+    "npcam.vectors",
+)
 
 
 class CliError(Exception):

@@ -128,7 +128,9 @@ class Layer:
         return x
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "type")
+        args = ", ".join(
+            f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in self.config().items() if k != "type"
+        )
         return f"{type(self).__name__}({args})"
 
 

@@ -133,6 +133,10 @@ class Sequential(L.Layer):
             "children": [[name, child.config()] for name, child in self.children.items()],
         }
 
+    def __repr__(self) -> str:
+        lines = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.children.items()]
+        return "Sequential(\n" + "\n".join(lines) + "\n)"
+
     def train(self, mode: bool = True) -> Sequential:
         """Set training mode on every layer (only BatchNorm2d behaves differently)."""
         self.training = bool(mode)
@@ -252,7 +256,8 @@ class Sequential(L.Layer):
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping of name -> array, got {describe(state_dict)}.")
         own = self.state_dict()
-        given = {k for k in state_dict if k != ARCHITECTURE_KEY}
+        # Keys like __architecture__ / __metadata__ describe the file, not the weights.
+        given = {k for k in state_dict if not (k.startswith("__") and k.endswith("__"))}
         missing = [k for k in own if k not in given]
         unexpected = sorted(k for k in given if k not in own)
         if strict and (missing or unexpected):
