@@ -199,13 +199,15 @@ RELU_MODES = ("standard", "guided", "deconvnet")
 
 
 class ReLUCache(NamedTuple):
-    positive: np.ndarray  # [x > 0], the only thing any of the three rules needs of x
+    # The output itself: [out > 0] = [x > 0] is all that any of the three rules needs of
+    # x, and the output is kept anyway (it is the next layer's input), so this costs no memory.
+    out: np.ndarray
 
 
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, ReLUCache]:
     r"""``out = max(x, 0)``."""
-    positive = x > 0
-    return np.where(positive, x, 0.0), ReLUCache(positive)
+    out = np.maximum(x, 0.0)
+    return out, ReLUCache(out)
 
 
 def relu_backward(dout: np.ndarray, cache: ReLUCache, mode: str = "standard") -> np.ndarray:
@@ -218,9 +220,9 @@ def relu_backward(dout: np.ndarray, cache: ReLUCache, mode: str = "standard") ->
       masks at once.
     """
     if mode == "standard":
-        return np.where(cache.positive, dout, 0.0)
+        return np.where(cache.out > 0, dout, 0.0)
     if mode == "guided":
-        return np.where(cache.positive & (dout > 0), dout, 0.0)
+        return np.where((cache.out > 0) & (dout > 0), dout, 0.0)
     if mode == "deconvnet":
         return np.where(dout > 0, dout, 0.0)
     raise ValueError(f"mode must be one of {RELU_MODES}, got {mode!r}.")

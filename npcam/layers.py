@@ -11,6 +11,9 @@ Only ``BatchNorm2d`` behaves differently in training mode.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,6 +35,25 @@ __all__ = [
 ]
 
 RngLike = np.random.Generator | int | None
+
+# True while a model runs its layers on an input it has already checked for NaN/inf: a
+# layer's output is then finite by construction, and the per-layer scan can be skipped.
+_VALUES_CHECKED: ContextVar[bool] = ContextVar("npcam_values_checked", default=False)
+
+
+@contextmanager
+def values_checked() -> Iterator[None]:
+    """Within this block, layers skip the NaN/inf scan of their inputs (shapes are still
+    checked). Used by :class:`npcam.Sequential` after checking the model's input."""
+    token = _VALUES_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _VALUES_CHECKED.reset(token)
+
+
+def _finite() -> bool:
+    return not _VALUES_CHECKED.get()
 
 
 def _rng(rng: RngLike) -> np.random.Generator:
@@ -96,7 +118,7 @@ class Layer:
         ``param_grads`` the parameter gradients are stored in ``self.grads``.
         """
         self._need_cache()
-        dout = as_float_array("dout", dout, finite=True)
+        dout = as_float_array("dout", dout, finite=_finite())
         if dout.shape != self._out_shape:
             raise ValueError(
                 f"dout must have the shape of the output of {type(self).__name__}, "
@@ -120,7 +142,7 @@ class Layer:
 
     def _check_input(self, x: Any, ndim: int, channels: int | None = None) -> np.ndarray:
         name = f"the input of {type(self).__name__}"
-        x = as_float_array(name, x, ndim, finite=True)
+        x = as_float_array(name, x, ndim, finite=_finite())
         if channels is not None and x.shape[1] != channels:
             raise ValueError(
                 f"{name} must have {channels} channels (axis 1), got shape {x.shape}."
@@ -246,7 +268,7 @@ class ReLU(Layer):
     (see :func:`npcam.functional.relu_backward`)."""
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        x = as_float_array("the input of ReLU", x, finite=True)
+        x = as_float_array("the input of ReLU", x, finite=_finite())
         out, self._cache = F.relu_forward(x)
         return out
 
@@ -300,7 +322,7 @@ class Flatten(Layer):
     identity on (N, K)."""
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        x = as_float_array("the input of Flatten", x, (2, 3, 4), finite=True)
+        x = as_float_array("the input of Flatten", x, (2, 3, 4), finite=_finite())
         out, self._cache = F.flatten_forward(x)
         return out
 
@@ -322,7 +344,7 @@ class Dropout(Layer):
         return {"type": "Dropout", "p": self.p}
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        out, _ = F.dropout_forward(as_float_array("the input of Dropout", x, finite=True))
+        out, _ = F.dropout_forward(as_float_array("the input of Dropout", x, finite=_finite()))
         self._cache = True
         return out
 

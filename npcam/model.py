@@ -179,11 +179,12 @@ class Sequential(L.Layer):
 
     def _run(self, leaves: list[tuple[str, L.Layer]], x: np.ndarray) -> np.ndarray:
         ends = self._container_ends()
-        for name, leaf in leaves:
-            x = leaf.forward(x)
-            self.activations[name] = x
-            for container in ends.get(name, ()):
-                self.activations[container] = x
+        with L.values_checked():
+            for name, leaf in leaves:
+                x = leaf.forward(x)
+                self.activations[name] = x
+                for container in ends.get(name, ()):
+                    self.activations[container] = x
         return x
 
     def backward(
@@ -217,11 +218,12 @@ class Sequential(L.Layer):
             )
         if record:
             self.gradients = {}
-        for index in range(len(leaves) - 1, stop, -1):
-            name, leaf = leaves[index]
-            if record:
-                self.gradients[name] = g
-            g = leaf.backward(g, relu=relu, param_grads=param_grads)
+        with L.values_checked():
+            for index in range(len(leaves) - 1, stop, -1):
+                name, leaf = leaves[index]
+                if record:
+                    self.gradients[name] = g
+                g = leaf.backward(g, relu=relu, param_grads=param_grads)
         if record and to is None:
             self.input_gradient = g
         return g
