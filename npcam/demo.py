@@ -33,13 +33,6 @@ METHODS = ("cam", "grad-cam", "guided-backprop", "guided-grad-cam", "counterfact
 SCALE = 3  # panel tiles are the 64×64 scenes enlarged 3× (nearest) so details stay visible
 
 
-def _standardize(model_name: str, images: np.ndarray) -> np.ndarray:
-    meta = zoo.info(model_name)
-    mean = np.asarray(meta["mean"], dtype=np.float64)[None, :, None, None]
-    std = np.asarray(meta["std"], dtype=np.float64)[None, :, None, None]
-    return (images - mean) / std
-
-
 def _signed_to_unit(g: np.ndarray) -> np.ndarray:
     """A signed gradient image (N, C, H, W) shown as grey = 0: ``0.5 + 0.5·g / max|g|``."""
     scale = np.abs(g).max(axis=(1, 2, 3), keepdims=True)
@@ -131,7 +124,7 @@ def run_demo(out: Path, model_names: tuple[str, ...] = ("gap", "vgg"), seed: int
             (pairs.images[i], [int(c) for c in pairs.object_labels[i]]) for i in range(len(pairs.labels))
         ]
         for k, (image, targets) in enumerate(scenes):
-            x = _standardize(name, np.repeat(image[None], len(targets), axis=0))
+            x = zoo.standardize(name, np.repeat(image[None], len(targets), axis=0))
             t = np.asarray(targets)
             shown = [method_maps(model, x, t, method) for method in methods]
             tiles = []
@@ -146,7 +139,7 @@ def run_demo(out: Path, model_names: tuple[str, ...] = ("gap", "vgg"), seed: int
             log(f"wrote {path}")
 
     gap = zoo.pretrained("gap")
-    x = _standardize("gap", singles.images)
+    x = zoo.standardize("gap", singles.images)
     eq = E.cam_equivalence(gap, x)
     log(f"CAM = Grad-CAM x Z on the 'gap' model (Z = {eq.Z}): weight error {eq.weight_error:.1e}, "
         f"map error {eq.map_error:.1e} -> {'holds' if eq.holds else 'FAILS'}")
@@ -156,7 +149,7 @@ def run_demo(out: Path, model_names: tuple[str, ...] = ("gap", "vgg"), seed: int
         f"error {errs[worst]:.1e} (layer {worst})")
 
     test = make_scenes(100, seed=seed + 3000, objects=1)
-    xs = _standardize("gap", test.images)
+    xs = zoo.standardize("gap", test.images)
     masks = test.masks[:, 0]
     grad = upsample(E.grad_cam(gap, xs, test.labels).cam, test.images.shape[2:])
     centre = metrics.centre_maps(len(test.labels), *test.images.shape[2:])
@@ -183,7 +176,7 @@ def explain_image(path: str, model_name: str, out: str, method: str = "grad-cam"
     if original.shape[1:] != (h, w):
         log(f"resized {path} from {original.shape[2]}x{original.shape[1]} to the model's input {w}x{h}")
     image = load_image(path, size=(h, w))
-    x = _standardize(model_name, image[None])
+    x = zoo.standardize(model_name, image[None])
     logits = model.forward(x)
     classes = meta["class_names"]
     if target is not None and not 0 <= target < len(classes):

@@ -55,13 +55,6 @@ MAP_METHODS: dict[str, Callable] = {
 }
 
 
-def _standardize(name: str, images: np.ndarray) -> np.ndarray:
-    meta = zoo.info(name)
-    mean = np.asarray(meta["mean"])[None, :, None, None]
-    std = np.asarray(meta["std"])[None, :, None, None]
-    return (images - mean) / std
-
-
 def _batched(fn, model, x, target, batch: int = 250) -> np.ndarray:
     parts = [fn(model, x[i : i + batch], target[i : i + batch]) for i in range(0, len(x), batch)]
     return np.concatenate(parts)
@@ -84,8 +77,8 @@ def localisation_table(n: int = 500, seed: int = 777, models: tuple[str, ...] = 
     })
     for name in models:
         model = zoo.pretrained(name)
-        xs = _standardize(name, singles.images)
-        xp = _standardize(name, pairs.images)
+        xs = zoo.standardize(name, singles.images)
+        xp = zoo.standardize(name, pairs.images)
         for method, fn in MAP_METHODS.items():
             if method == "CAM" and name != "gap":
                 continue

@@ -68,6 +68,7 @@ __all__ = [
     "load",
     "pretrained",
     "save",
+    "standardize",
     "train_architecture",
     "weights_path",
 ]
@@ -217,6 +218,13 @@ def pretrained(name: str, fold: bool = True) -> Sequential:
     if not isinstance(fold, (bool, np.bool_)):
         raise TypeError(f"fold must be a bool, got {describe(fold)}.")
     return fold_batchnorm(model).eval() if fold else model
+
+
+def standardize(name: str, images: Any) -> np.ndarray:
+    """Images (N, 3, H, W) in [0, 1] standardised as model ``name`` expects: per channel
+    with the training set's ``info(name)["mean"]`` and ``["std"]``."""
+    meta = info(name)
+    return data.standardize(images, meta["mean"], meta["std"])[0]
 
 
 def info(name: str) -> dict[str, Any]:
