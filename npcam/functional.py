@@ -368,6 +368,8 @@ class BatchNormCache(NamedTuple):
     inv_std: np.ndarray  # 1/σ = 1/sqrt(var + eps), (C,)
     gamma: np.ndarray
     training: bool
+    mean: np.ndarray  # the μ and (biased) σ² used: the batch's in training mode, so the
+    var: np.ndarray  # layer updates its running statistics without computing them again
 
 
 def batch_norm2d_forward(
@@ -391,7 +393,7 @@ def batch_norm2d_forward(
     inv_std = 1.0 / np.sqrt(var + eps)
     x_hat = (x - mean[None, :, None, None]) * inv_std[None, :, None, None]
     y = x_hat * gamma[None, :, None, None] + beta[None, :, None, None]
-    return y, BatchNormCache(x_hat, inv_std, gamma, training)
+    return y, BatchNormCache(x_hat, inv_std, gamma, training, mean, var)
 
 
 def batch_norm2d_backward(

@@ -349,7 +349,6 @@ class Dropout(Layer):
         return out
 
     def _backward(self, dout, relu, param_grads):
-        self._need_cache()
         return F.dropout_backward(dout)
 
 
@@ -401,7 +400,7 @@ class BatchNorm2d(Layer):
                     "the input of BatchNorm2d in training mode needs more than one value "
                     f"per channel, got shape {x.shape}."
                 )
-            mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3)) * (m / (m - 1))
+            mean, var = self._cache.mean, self._cache.var * (m / (m - 1))  # unbiased, as torch
             self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
             self.running_var = (1 - self.momentum) * self.running_var + self.momentum * var
             self.num_batches_tracked = self.num_batches_tracked + 1
