@@ -47,7 +47,7 @@ def main() -> None:
 
     cases = [("VGG-style 3x224x224", vgg_style(), "13",
               np.random.default_rng(1).standard_normal((args.batch, 3, 224, 224)))]
-    scenes = npcam.data.make_scenes(64, seed=3).images
+    scenes = npcam.evaluation.scenes.make_scenes(64, seed=3).images
     for name in npcam.zoo.NAMES:
         cases.append((f"zoo '{name}' 3x64x64 (batch 64)", npcam.zoo.pretrained(name), None,
                       npcam.zoo.standardize(name, scenes)))

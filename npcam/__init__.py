@@ -5,84 +5,123 @@ CNN whose backward passes are derived by hand.
 Every quantity of the paper is an explicit array: the feature maps ``A^k``
 (``activations``), the score ``y^c`` (``scores``), ``∂y^c/∂A^k`` (``gradients``), the
 weights ``α^c_k`` (``weights``) and the map ``L^c`` (``cam``).
+
+The names below are loaded on first use (PEP 562), so ``import npcam`` loads neither
+scipy, Pillow nor argparse.
 """
 
-from . import conventions, data, explain, functional, gradcheck, image, interop, metrics, train, vectors, zoo
-from ._version import __version__
-from ._versions import show_versions
-from .explain import (
-    CAMEquivalence,
-    CAMResult,
-    cam,
-    cam_equivalence,
-    counterfactual,
-    deconvnet,
-    grad_cam,
-    gradient_x_input,
-    guided_backprop,
-    guided_grad_cam,
-    saliency,
-)
-from .image import apply_colormap, colormap, load_image, normalize, overlay, save_image, upsample
-from .interop import from_torch
-from .layers import (
-    BatchNorm2d,
-    Conv2d,
-    Dropout,
-    Flatten,
-    GlobalAvgPool2d,
-    Layer,
-    Linear,
-    MaxPool2d,
-    ReLU,
-)
-from .model import Sequential, fold_batchnorm, load_model, load_weights, model_from_config
+from __future__ import annotations
 
-__all__ = [
-    "CAMEquivalence",
-    "CAMResult",
-    "apply_colormap",
-    "cam",
-    "cam_equivalence",
-    "colormap",
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+# public name -> the module that defines it (relative to this package)
+_NAMES: dict[str, str] = {
+    # the network
+    "Layer": ".nn.layers",
+    "BatchNorm2d": ".nn.layers",
+    "Conv2d": ".nn.layers",
+    "Dropout": ".nn.layers",
+    "Flatten": ".nn.layers",
+    "GlobalAvgPool2d": ".nn.layers",
+    "Linear": ".nn.layers",
+    "MaxPool2d": ".nn.layers",
+    "ReLU": ".nn.layers",
+    "Sequential": ".nn.sequential",
+    "fold_batchnorm": ".nn.fold",
+    "model_from_config": ".nn.config",
+    "load_model": ".nn.io",
+    "load_weights": ".nn.io",
+    # the methods
+    "CAMEquivalence": ".methods",
+    "CAMResult": ".methods",
+    "cam": ".methods",
+    "cam_equivalence": ".methods",
+    "counterfactual": ".methods",
+    "deconvnet": ".methods",
+    "grad_cam": ".methods",
+    "gradient_x_input": ".methods",
+    "guided_backprop": ".methods",
+    "guided_grad_cam": ".methods",
+    "saliency": ".methods",
+    # images
+    "apply_colormap": ".image",
+    "colormap": ".image",
+    "load_image": ".image",
+    "normalize": ".image",
+    "overlay": ".image",
+    "save_image": ".image",
+    "upsample": ".image",
+    # other frameworks, verification
+    "from_torch": ".interop.torch",
+    "show_versions": ".verify.environment",
+}
+
+# subpackages and modules reachable as attributes of npcam
+_MODULES = (
     "conventions",
-    "data",
-    "counterfactual",
-    "deconvnet",
-    "explain",
-    "from_torch",
+    "evaluation",
+    "gradcheck",
+    "image",
     "interop",
-    "show_versions",
+    "methods",
+    "nn",
     "train",
     "vectors",
+    "verify",
     "zoo",
-    "grad_cam",
-    "gradient_x_input",
-    "guided_backprop",
-    "guided_grad_cam",
-    "image",
-    "load_image",
-    "normalize",
-    "overlay",
-    "saliency",
-    "save_image",
-    "upsample",
-    "BatchNorm2d",
-    "Conv2d",
-    "Dropout",
-    "Flatten",
-    "GlobalAvgPool2d",
-    "Layer",
-    "Linear",
-    "MaxPool2d",
-    "ReLU",
-    "Sequential",
-    "__version__",
-    "fold_batchnorm",
-    "functional",
-    "gradcheck",
-    "load_model",
-    "load_weights",
-    "metrics",
-    "model_from_config",
-]
+)
+
+__all__ = sorted([*_NAMES, *_MODULES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name], __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what static checkers and IDEs see
+    from . import conventions, evaluation, gradcheck, image, interop, methods, nn, train, vectors, verify, zoo
+    from .image import apply_colormap, colormap, load_image, normalize, overlay, save_image, upsample
+    from .interop.torch import from_torch
+    from .methods import (
+        CAMEquivalence,
+        CAMResult,
+        cam,
+        cam_equivalence,
+        counterfactual,
+        deconvnet,
+        grad_cam,
+        gradient_x_input,
+        guided_backprop,
+        guided_grad_cam,
+        saliency,
+    )
+    from .nn.config import model_from_config
+    from .nn.fold import fold_batchnorm
+    from .nn.io import load_model, load_weights
+    from .nn.layers import (
+        BatchNorm2d,
+        Conv2d,
+        Dropout,
+        Flatten,
+        GlobalAvgPool2d,
+        Layer,
+        Linear,
+        MaxPool2d,
+        ReLU,
+    )
+    from .nn.sequential import Sequential
+    from .verify.environment import show_versions

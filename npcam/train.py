@@ -1,7 +1,7 @@
 r"""Minibatch training with the hand-derived softmax cross-entropy gradient and Adam.
 
 Nothing here differentiates automatically: the loss gradient w.r.t. the logits is
-:func:`npcam.functional.softmax_cross_entropy`'s ``∂L/∂y_{n,c} = (p_{n,c} − [c = t_n])/N``,
+:func:`npcam.nn.functional.softmax_cross_entropy`'s ``∂L/∂y_{n,c} = (p_{n,c} − [c = t_n])/N``,
 and ``Sequential.backward(dlogits, param_grads=True)`` carries it through the layers'
 hand-written backward passes into every parameter gradient. One step is::
 
@@ -23,10 +23,7 @@ statistics do not move either.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,10 +32,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import layers as L
-from ._checks import as_float_array, as_positive_int, describe
-from .functional import softmax_cross_entropy
-from .model import Sequential
+from ._validate import as_float_array, as_positive_int, describe
+from .nn import layers as L
+from .nn.functional import softmax_cross_entropy
+from .nn.sequential import Sequential
 
 __all__ = [
     "Adam",
@@ -47,7 +44,6 @@ __all__ = [
     "evaluate_accuracy",
     "fit",
     "predict_logits",
-    "register",
 ]
 
 
@@ -483,67 +479,3 @@ class _ProgressBar:
             self.stream.write("\r" + " " * self._length + "\r")
             self.stream.flush()
             self._length = 0
-
-
-# ----------------------------------------------------------------------------------- CLI
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``npcam train`` to the ``npcam`` command."""
-    from . import zoo
-
-    p = subparsers.add_parser(
-        "train",
-        help="train a zoo architecture on synthetic scenes and save it (.npz)",
-        description=(
-            "Train a zoo architecture on npcam.data.make_scenes and save it as an .npz "
-            "(architecture JSON, weights and metadata). 'gap' trains the whole network; "
-            "'vgg' trains its head on the frozen trunk of a trained 'gap' model (--trunk)."
-        ),
-    )
-    p.add_argument("--arch", required=True, choices=sorted(zoo.ARCHITECTURES), help="architecture name")
-    p.add_argument("--out", required=True, help="output .npz file")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch order")
-    p.add_argument("--n-train", type=int, default=None, help="number of training scenes")
-    p.add_argument("--n-test", type=int, default=None, help="number of held-out test scenes")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 64)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument(
-        "--trunk",
-        default=None,
-        help="for heads on a frozen trunk ('vgg'): the trained 'gap' .npz whose trunk to use "
-        "(default: the shipped 'gap' weights)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no epoch lines")
-    p.set_defaults(func=_cmd_train)
-    return p
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from . import zoo
-    from .cli import CliError
-
-    folder = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(folder):  # fail now, not after the training
-        raise CliError(f"--out must be in an existing directory, got {args.out!r}.")
-
-    overrides = {
-        key: value
-        for key, value in (
-            ("epochs", args.epochs),
-            ("n_train", args.n_train),
-            ("n_test", args.n_test),
-            ("size", args.size),
-            ("batch_size", args.batch_size),
-            ("lr", args.lr),
-        )
-        if value is not None
-    }
-    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    model, meta = zoo.train_architecture(
-        args.arch, seed=args.seed, trunk=args.trunk, quiet=args.quiet, log=log, **overrides
-    )
-    zoo.save(model, args.out, meta)
-    summary = {k: meta[k] for k in ("arch", "train_accuracy", "test_accuracy", "seconds") if k in meta}
-    print(f"saved {args.out}: {json.dumps(summary)}")
-    return 0

@@ -15,8 +15,8 @@ import npcam
 import npcam.cli
 from npcam import train as T
 from npcam import zoo
-from npcam.data import make_scenes, standardize
-from npcam.functional import softmax_cross_entropy
+from npcam.evaluation.scenes import make_scenes, standardize
+from npcam.nn.functional import softmax_cross_entropy
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -257,8 +257,6 @@ def test_summary_line_per_epoch_and_progress_bar_only_on_a_tty():
 # ----------------------------------------------------------------------------------- CLI
 @pytest.fixture
 def cli_main(monkeypatch):
-    if "npcam.train" not in npcam.cli._COMMAND_MODULES:
-        monkeypatch.setattr(npcam.cli, "_COMMAND_MODULES", (*npcam.cli._COMMAND_MODULES, "npcam.train"))
     return npcam.cli.main
 
 

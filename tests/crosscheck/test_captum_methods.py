@@ -33,7 +33,7 @@ torch = pytest.importorskip("torch", reason=REASON)
 captum_attr = pytest.importorskip("captum.attr", reason=REASON)
 
 import npcam  # noqa: E402
-from npcam import vectors as V  # noqa: E402
+from npcam.verify import vectors as V  # noqa: E402
 
 pytestmark = [
     pytest.mark.crosscheck,

@@ -16,10 +16,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs the crosscheck extra (torch)")
 captum_attr = pytest.importorskip("captum.attr", reason="needs the crosscheck extra (captum)")
-pytest.importorskip("npcam.explain")
 
 import npcam  # noqa: E402
-from npcam import conventions as C  # noqa: E402
+from npcam.verify import conventions as C  # noqa: E402
 
 pytestmark = [
     pytest.mark.crosscheck,

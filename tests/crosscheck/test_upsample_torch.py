@@ -11,7 +11,8 @@ import itertools
 import numpy as np
 import pytest
 
-from npcam.image import _linear_taps, upsample
+from npcam.image import upsample
+from npcam.image.resize import _linear_taps
 
 torch = pytest.importorskip("torch", reason="needs the crosscheck extra (torch)")
 F = torch.nn.functional

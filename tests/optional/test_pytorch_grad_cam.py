@@ -29,13 +29,12 @@ import pytest
 pytest.importorskip("pytorch_grad_cam", reason="optional: needs pip grad-cam")
 cv2 = pytest.importorskip("cv2", reason="optional: needs opencv-python(-headless)")
 torch = pytest.importorskip("torch", reason="optional: needs torch")
-pytest.importorskip("npcam.explain")
 
 from pytorch_grad_cam import GradCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 import npcam  # noqa: E402
-from npcam import conventions as C  # noqa: E402
+from npcam.verify import conventions as C  # noqa: E402
 
 nn = torch.nn
 LAYER = "4"

@@ -1,0 +1,31 @@
+"""``npcam vectors``: write the golden reference vectors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from ..verify.vectors import FORMAT_VERSION, INDEX_NAME, write_vectors
+
+__all__ = ["register"]
+
+
+def _cmd_vectors(args: argparse.Namespace) -> int:
+    index = write_vectors(args.out)
+    for entry in index["cases"].values():
+        print(f"{os.path.join(args.out, entry['file'])}: {entry['description']}")
+    count = len(index["cases"])
+    print(f"{os.path.join(args.out, INDEX_NAME)}: format version {FORMAT_VERSION}, {count} cases")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``npcam vectors``."""
+    p = subparsers.add_parser(
+        "vectors",
+        help="write the golden reference vectors",
+        description="Write the golden vectors (one .npz per case and index.json) into DIR.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
+    p.set_defaults(func=_cmd_vectors)

@@ -1,0 +1,31 @@
+"""The hand-derived network: ``functional`` (forward/backward pairs), ``layers``, the
+``Sequential`` model, BatchNorm folding and the ``.npz`` reader/writer."""
+
+from __future__ import annotations
+
+from .config import layer_from_config, model_from_config
+from .fold import fold_batchnorm
+from .io import ARCHITECTURE_KEY, load_model, load_weights, save_model
+from .layers import BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer, Linear, MaxPool2d, ReLU
+from .sequential import IncompatibleKeys, Sequential
+
+__all__ = [
+    "ARCHITECTURE_KEY",
+    "BatchNorm2d",
+    "Conv2d",
+    "Dropout",
+    "Flatten",
+    "GlobalAvgPool2d",
+    "IncompatibleKeys",
+    "Layer",
+    "Linear",
+    "MaxPool2d",
+    "ReLU",
+    "Sequential",
+    "fold_batchnorm",
+    "layer_from_config",
+    "load_model",
+    "load_weights",
+    "model_from_config",
+    "save_model",
+]

@@ -1,0 +1,556 @@
+r"""Golden vectors: reference inputs and outputs that other implementations check against.
+
+:func:`write_vectors` writes a small, versioned set of cases (format version
+:data:`FORMAT_VERSION`) into a directory: one ``<case>.npz`` per case plus ``index.json``.
+Each ``.npz`` holds plain arrays only (no object arrays, readable with
+``numpy.load(path, allow_pickle=False)``):
+
+=================== ===================================================================
+key                 content
+=================== ===================================================================
+``architecture``    the npcam ``model.config()`` as JSON text (a 0-d unicode array)
+``weight:<name>``   every ``state_dict`` entry (PyTorch's keys and layouts: NCHW, OIHW,
+                    Linear (out, in)); load with ``model.load_state_dict``
+``input``           x, (N, C, H, W) float64
+``target``          the class c per image, (N,) int64
+``layer``           the Grad-CAM target layer's name (0-d unicode)
+``score``           the differentiated score, ``"logit"`` (0-d unicode)
+``logits``          the model output, (N, classes)
+``scores``          y^c = logits[n, c_n], (N,)
+``activations``     A^k of the target layer, (N, K, h, w)
+``gradients``       ∂y^c/∂A^k, (N, K, h, w)
+``alpha``           α^c_k = (1/Z) Σ_ij ∂y^c/∂A^k_ij, (N, K)
+``raw``             M^c = Σ_k α^c_k A^k, (N, h, w) (Grad-CAM before its ReLU)
+``cam``             L^c = ReLU(M^c), (N, h, w)
+``cam_upsampled``   L^c resized to (H, W), bilinear with half-pixel centres
+``saliency``        ∂y^c/∂x, (N, C, H, W)
+``guided_backprop`` ∂y^c/∂x with guided ReLUs, (N, C, H, W)
+``deconvnet``       ∂y^c/∂x with deconvnet ReLUs, (N, C, H, W)
+``guided_grad_cam`` cam_upsampled ⊙ guided_backprop, (N, C, H, W)
+=================== ===================================================================
+
+``index.json`` lists every case with its description, layer, score, targets and the
+shape, dtype and SHA-256 (of the C-order bytes) of every array; the conventions at the
+kinks (ReLU'(0) = 0, max-pool ties to the first maximum in row-major order, bilinear
+resizing with half-pixel centres); the tolerance of every quantity; and
+:func:`npcam.show_versions` of the machine that wrote it.
+
+Inputs and weights come from fixed seeds (``numpy.random.default_rng``), so the vectors
+regenerate bit-identically on the same machine (the ``.npz`` files are written with
+fixed zip timestamps, so even the files are byte-identical) and within 1e-13 of each
+array's scale elsewhere (BLAS blocking changes the last bits). The ``maxpool_ties`` case
+uses small integer weights and inputs, so that max-pool windows hold exact ties and
+ReLUs receive exact zeros: there the conventions, not rounding, decide the result.
+
+:func:`compare` checks another implementation's array (a ``.npy`` file) against one
+quantity of one case and reports the maximum absolute error, the maximum error relative
+to ``max|reference|``, the Pearson correlation, and PASS/FAIL at the stated tolerance;
+``npcam vectors --out DIR`` and ``npcam compare THEIRS.npy --vectors DIR --case NAME
+--quantity cam`` are the command-line forms (exit 0 PASS, 1 FAIL, 2 error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._validate import describe
+from ..image import upsample
+from ..methods import deconvnet, grad_cam, guided_backprop, guided_grad_cam, saliency
+from ..nn import layers as L
+from ..nn.config import model_from_config
+from ..nn.sequential import Sequential
+from .environment import show_versions
+
+__all__ = [
+    "CASES",
+    "CONVENTIONS",
+    "FORMAT_VERSION",
+    "QUANTITIES",
+    "TOLERANCES",
+    "Comparison",
+    "compare",
+    "load_case",
+    "read_index",
+    "write_vectors",
+]
+
+#: Version of the file layout and of the case definitions; bumped on any change to them.
+FORMAT_VERSION = 1
+INDEX_NAME = "index.json"
+WEIGHT_PREFIX = "weight:"
+
+#: The quantities every case holds, in the order of the module docstring's table.
+QUANTITIES = (
+    "logits",
+    "scores",
+    "activations",
+    "gradients",
+    "alpha",
+    "raw",
+    "cam",
+    "cam_upsampled",
+    "saliency",
+    "guided_backprop",
+    "deconvnet",
+    "guided_grad_cam",
+)
+
+#: Quantities that ``compare(..., convention=NAME)`` recomputes in a library's convention.
+CONVENTION_QUANTITIES = ("cam", "guided_grad_cam")
+
+#: Bars on ``max|theirs − reference| / max|reference|``: float64 implementations agree to
+#: round-off (observed ≤ 1e-15 against torch/captum); float32 ones to ~1e-7 per operation.
+TOLERANCES: dict[str, dict[str, float]] = {
+    q: {"float64": 1e-10, "float32": 1e-4} for q in QUANTITIES
+}
+
+CONVENTIONS = {
+    "layout": "NCHW activations; conv weight (C_out, C_in, kH, kW); linear weight (out, in)",
+    "relu_derivative_at_zero": "0: backward dx = dy * [x > 0] (PyTorch)",
+    "max_pool_ties": "the whole gradient goes to the first maximum of the window in row-major "
+    "order (PyTorch's CPU kernel)",
+    "guided_relu": "dx = dy * [x > 0] * [dy > 0]",
+    "deconvnet_relu": "dx = dy * [dy > 0]",
+    "grad_cam_weights": "alpha = mean over the h*w positions of dy^c/dA (not the sum)",
+    "upsample": "bilinear with half-pixel centres: torch.nn.functional.interpolate("
+    "mode='bilinear', align_corners=False)",
+    "score": "logit: the class score before softmax",
+    "batchnorm": "eval mode: running statistics",
+}
+
+
+# ------------------------------------------------------------------------------- cases
+@dataclass(frozen=True)
+class _Case:
+    description: str
+    build: Callable[[], Sequential]
+    input_shape: tuple[int, int, int, int]
+    target: tuple[int, ...]
+    layer: str
+    seed: int
+    integer: bool = False  # small integer weights and inputs (exact ties and zeros)
+
+
+def _gap_fc() -> Sequential:
+    return Sequential(
+        L.Conv2d(3, 6, 3, padding=1), L.ReLU(),
+        L.Conv2d(6, 8, 3, padding=1), L.ReLU(),
+        L.GlobalAvgPool2d(), L.Flatten(), L.Linear(8, 5),
+    )
+
+
+def _vgg() -> Sequential:
+    return Sequential(
+        L.Conv2d(3, 4, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
+        L.Conv2d(4, 6, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
+        L.Flatten(), L.Linear(24, 10), L.ReLU(), L.Linear(10, 4),
+    )
+
+
+def _strided() -> Sequential:
+    return Sequential(
+        L.Conv2d(3, 5, 4, stride=2), L.ReLU(),
+        L.Conv2d(5, 7, 3, stride=2), L.ReLU(),
+        L.GlobalAvgPool2d(), L.Linear(7, 3),
+    )
+
+
+def _nested() -> Sequential:
+    return Sequential(
+        features=Sequential(
+            L.Conv2d(3, 4, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
+            L.Conv2d(4, 8, 3, padding=1), L.ReLU(),
+        ),
+        classifier=Sequential(L.GlobalAvgPool2d(), L.Flatten(), L.Dropout(0.5), L.Linear(8, 6)),
+    )
+
+
+def _batchnorm() -> Sequential:
+    return Sequential(
+        L.Conv2d(3, 6, 3, padding=1, bias=False), L.BatchNorm2d(6), L.ReLU(), L.MaxPool2d(2),
+        L.Conv2d(6, 8, 3), L.BatchNorm2d(8), L.ReLU(),
+        L.GlobalAvgPool2d(), L.Flatten(), L.Linear(8, 4),
+    )
+
+
+def _ties() -> Sequential:
+    return Sequential(
+        L.Conv2d(2, 3, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
+        L.Conv2d(3, 4, 3, padding=1), L.ReLU(),
+        L.GlobalAvgPool2d(), L.Flatten(), L.Linear(4, 3),
+    )
+
+
+#: The cases of format version 1. Changing any of them means bumping FORMAT_VERSION.
+CASES: dict[str, _Case] = {
+    "gap_fc": _Case(
+        "conv-relu-conv-relu, then global average pooling and one linear layer (the CAM "
+        "architecture); odd, non-square input", _gap_fc, (2, 3, 9, 11), (1, 3), "3", 101,
+    ),
+    "vgg_flatten_fc": _Case(
+        "VGG-style: two conv-relu-maxpool blocks, then Flatten -> Linear -> ReLU -> Linear; "
+        "target layer before the last max-pool", _vgg, (2, 3, 8, 10), (2, 0), "4", 102,
+    ),
+    "strided": _Case(
+        "strided convolutions without padding (4x4 stride 2, 3x3 stride 2), GAP -> Linear "
+        "without Flatten", _strided, (2, 3, 13, 16), (0, 2), "3", 103,
+    ),
+    "nested": _Case(
+        "nested containers features.* / classifier.*; the target layer is the container "
+        "'features' (its last child)", _nested, (2, 3, 10, 14), (5, 1), "features", 104,
+    ),
+    "batchnorm": _Case(
+        "conv (no bias) -> BatchNorm2d in eval mode (non-trivial running statistics), twice",
+        _batchnorm, (2, 3, 11, 12), (3, 1), "6", 105,
+    ),
+    "maxpool_ties": _Case(
+        "small integer weights and inputs: exact ties in max-pool windows right after a "
+        "conv/ReLU (the gradient goes to the first maximum) and exact zeros into ReLUs "
+        "(ReLU'(0) = 0); a 4x4 target map, so 1/Z is exact and every value is a dyadic "
+        "rational computed without rounding", _ties, (2, 2, 8, 8), (0, 2), "4", 110, integer=True,
+    ),
+}
+
+
+def _weights(model: Sequential, rng: np.random.Generator, integer: bool) -> dict[str, np.ndarray]:
+    """Deterministic weights for every state_dict entry, in state_dict order."""
+    out: dict[str, np.ndarray] = {}
+    leaves = dict(model.named_layers())
+    for key, value in model.state_dict().items():
+        layer_name, attr = key.rsplit(".", 1)
+        layer = leaves[layer_name]
+        shape = value.shape
+        if attr == "num_batches_tracked":
+            out[key] = np.array(0, dtype=np.int64)
+        elif isinstance(layer, L.BatchNorm2d):
+            if attr in ("weight", "running_var"):
+                low, high = (0.5, 1.5) if attr == "weight" else (0.5, 2.0)
+                out[key] = rng.uniform(low, high, shape)
+            else:  # bias, running_mean
+                out[key] = 0.2 * rng.standard_normal(shape)
+        elif integer:
+            low, high = (-1, 2) if attr == "weight" else (0, 2)
+            out[key] = rng.integers(low, high, size=shape).astype(np.float64)
+        elif attr == "weight":
+            fan_in = int(np.prod(shape[1:]))
+            out[key] = rng.standard_normal(shape) / np.sqrt(fan_in)
+        else:
+            out[key] = 0.1 * rng.standard_normal(shape)
+    return out
+
+
+def _compute(name: str) -> dict[str, np.ndarray]:
+    """Every array of case ``name``."""
+    case = CASES[name]
+    rng = np.random.default_rng(case.seed)
+    model = case.build()
+    weights = _weights(model, rng, case.integer)
+    model.load_state_dict(weights)
+    model.eval()
+    if case.integer:
+        x = rng.integers(0, 3, size=case.input_shape).astype(np.float64)
+    else:
+        x = rng.standard_normal(case.input_shape)
+    target = np.array(case.target, dtype=np.int64)
+    logits = model.forward(x)
+    r = grad_cam(model, x, target, case.layer)
+    arrays: dict[str, np.ndarray] = {
+        "architecture": np.array(json.dumps(model.config(), sort_keys=True)),
+        "layer": np.array(case.layer),
+        "score": np.array("logit"),
+        "input": x,
+        "target": target,
+        "logits": logits,
+        "scores": r.scores,
+        "activations": r.activations,
+        "gradients": r.gradients,
+        "alpha": r.weights,
+        "raw": r.raw,
+        "cam": r.cam,
+        "cam_upsampled": upsample(r.cam, x.shape[2:]),
+        "saliency": saliency(model, x, target),
+        "guided_backprop": guided_backprop(model, x, target),
+        "deconvnet": deconvnet(model, x, target),
+        "guided_grad_cam": guided_grad_cam(model, x, target, case.layer),
+    }
+    arrays.update({WEIGHT_PREFIX + k: v for k, v in weights.items()})
+    return {k: np.array(v, order="C") for k, v in arrays.items()}  # keeps 0-d arrays 0-d
+
+
+def _sha256(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Like ``numpy.savez`` (uncompressed), with fixed zip timestamps and sorted members,
+    so that the same arrays always give the same bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, arrays[key], allow_pickle=False)
+            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
+
+
+def write_vectors(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Write every case of :data:`CASES` and ``index.json`` into ``out_dir`` (created if
+    needed; files of the same names are overwritten). Returns the index (as written)."""
+    out = Path(os.fspath(out_dir))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {str(out)!r} exists and is not a directory.")
+    out.mkdir(parents=True, exist_ok=True)
+    cases: dict[str, Any] = {}
+    for name, case in CASES.items():
+        arrays = _compute(name)
+        _write_npz(out / f"{name}.npz", arrays)
+        cases[name] = {
+            "file": f"{name}.npz",
+            "description": case.description,
+            "layer": case.layer,
+            "score": "logit",
+            "target": list(case.target),
+            "input_shape": list(case.input_shape),
+            "seed": case.seed,
+            "quantities": list(QUANTITIES),
+            "arrays": {
+                key: {"shape": list(arr.shape), "dtype": str(arr.dtype), "sha256": _sha256(arr)}
+                for key, arr in sorted(arrays.items())
+            },
+        }
+    index = {
+        "format": "npcam golden vectors",
+        "format_version": FORMAT_VERSION,
+        "description": "Reference CAM / Grad-CAM quantities computed by npcam in float64; "
+        "see npcam.vectors for the meaning of every array.",
+        "conventions": CONVENTIONS,
+        "tolerances": {
+            "metric": "max|theirs - reference| / max|reference| (one scale per array)",
+            "quantities": TOLERANCES,
+        },
+        "cases": cases,
+        "versions": show_versions(),
+    }
+    text = json.dumps(index, indent=1, sort_keys=False) + "\n"
+    (out / INDEX_NAME).write_text(text, encoding="utf-8")
+    return index
+
+
+# ------------------------------------------------------------------------------ reading
+def read_index(vectors_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``index.json`` of a vectors directory, after checking its format version."""
+    path = Path(os.fspath(vectors_dir)) / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"vectors directory {os.fspath(vectors_dir)!r} has no {INDEX_NAME}; write one with "
+            "`npcam vectors --out DIR`."
+        )
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+    version = index.get("format_version") if isinstance(index, dict) else None
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has format_version {version!r}; this npcam reads version {FORMAT_VERSION}."
+        )
+    return index
+
+
+def _case_entry(index: dict[str, Any], case: Any) -> dict[str, Any]:
+    cases = index.get("cases", {})
+    if not isinstance(case, str) or case not in cases:
+        raise ValueError(f"case must be one of {sorted(cases)}, got {case!r}.")
+    return cases[case]
+
+
+def load_case(vectors_dir: str | os.PathLike, case: str) -> dict[str, np.ndarray]:
+    """Every array of one case, checked against the SHA-256 sums in ``index.json``."""
+    entry = _case_entry(read_index(vectors_dir), case)
+    path = Path(os.fspath(vectors_dir)) / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"case file {str(path)!r} listed in {INDEX_NAME} does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"case file {str(path)!r} is not a readable .npz without objects: {exc}") from exc
+    for key, meta in entry["arrays"].items():
+        if key not in arrays or _sha256(arrays[key]) != meta["sha256"]:
+            raise ValueError(
+                f"case file {str(path)!r}: array {key!r} does not match its SHA-256 in {INDEX_NAME}."
+            )
+    return arrays
+
+
+def _case_model(arrays: dict[str, np.ndarray]) -> Sequential:
+    model = model_from_config(json.loads(str(arrays["architecture"][()])))
+    if not isinstance(model, Sequential):
+        raise ValueError("the case's architecture is not a Sequential model.")
+    n = len(WEIGHT_PREFIX)
+    model.load_state_dict({k[n:]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)})
+    return model.eval()
+
+
+def _read_theirs(theirs: Any) -> np.ndarray:
+    """An array given directly, or read from a ``.npy`` file without unpickling."""
+    if isinstance(theirs, np.ndarray):
+        arr = theirs
+    else:
+        if not isinstance(theirs, (str, os.PathLike)):
+            raise TypeError(f"theirs must be a path to a .npy file or an array, got {describe(theirs)}.")
+        path = os.fspath(theirs)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"file {path!r} does not exist.")
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except ValueError as exc:  # object arrays, or a file that is not .npy at all
+            raise ValueError(
+                f"file {path!r} is not a .npy array of numbers (npcam never unpickles): {exc}"
+            ) from exc
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"file {path!r} is not a readable .npy file: {exc}") from exc
+        if not isinstance(loaded, np.ndarray):
+            if hasattr(loaded, "close"):
+                loaded.close()
+            raise ValueError(f"file {path!r} is an .npz archive; save one array with numpy.save (.npy).")
+        arr = loaded
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"theirs must hold real numbers, got dtype {arr.dtype}.")
+    return arr
+
+
+# ------------------------------------------------------------------------------ compare
+@dataclass(frozen=True)
+class Comparison:
+    """The result of :func:`compare`; ``str()`` gives the printed report."""
+
+    case: str
+    quantity: str
+    convention: str | None
+    shape: tuple[int, ...]
+    dtype: str  #: dtype of the array under test
+    max_abs_error: float  #: max |theirs − reference|
+    scale: float  #: max |reference|
+    max_rel_error: float  #: max_abs_error / scale
+    correlation: float | None  #: Pearson r over all elements; None when either is constant
+    tolerance: float  #: the bar on max_rel_error
+    passed: bool
+
+    def __str__(self) -> str:
+        conv = f" (convention {self.convention})" if self.convention else ""
+        corr = "undefined (constant array)" if self.correlation is None else f"{self.correlation:.15f}"
+        return "\n".join(
+            [
+                f"case {self.case}, quantity {self.quantity}{conv}",
+                f"  shape            {self.shape} {self.dtype}",
+                f"  max abs error    {self.max_abs_error:.3e}",
+                f"  max |reference|  {self.scale:.3e}",
+                f"  max rel error    {self.max_rel_error:.3e}  (tolerance {self.tolerance:.0e})",
+                f"  correlation      {corr}",
+                f"  result           {'PASS' if self.passed else 'FAIL'}",
+            ]
+        )
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    a = a.ravel() - a.mean()
+    b = b.ravel() - b.mean()
+    na, nb = float(np.sqrt(a @ a)), float(np.sqrt(b @ b))
+    if na == 0.0 or nb == 0.0:
+        return None
+    return float(np.clip((a @ b) / (na * nb), -1.0, 1.0))
+
+
+def _convention_reference(arrays: dict[str, np.ndarray], quantity: str, convention: str) -> np.ndarray:
+    if quantity not in CONVENTION_QUANTITIES:
+        raise ValueError(
+            f"convention applies to quantity {' or '.join(CONVENTION_QUANTITIES)}, got {quantity!r}."
+        )
+    try:
+        from . import conventions
+    except ImportError as exc:  # pragma: no cover - conventions ships with npcam
+        raise ValueError(f"convention {convention!r} needs npcam.conventions: {exc}") from exc
+    model = _case_model(arrays)
+    x, target, layer = arrays["input"], arrays["target"], str(arrays["layer"][()])
+    if quantity == "cam":
+        return np.asarray(conventions.grad_cam(model, x, target, layer, convention))
+    return np.asarray(conventions.guided_grad_cam(model, x, target, layer, convention))
+
+
+def compare(
+    theirs: str | os.PathLike | np.ndarray,
+    vectors_dir: str | os.PathLike,
+    case: str,
+    quantity: str,
+    convention: str | None = None,
+    tolerance: float | None = None,
+) -> Comparison:
+    """Compare another implementation's array with one quantity of one case.
+
+    Parameters
+    ----------
+    theirs : path of a ``.npy`` file (read with ``allow_pickle=False``) or an array; its
+        shape must equal the reference's exactly (nothing is squeezed or broadcast).
+    vectors_dir : a directory written by :func:`write_vectors`.
+    case, quantity : names listed in ``index.json`` (:data:`QUANTITIES`).
+    convention : None compares with npcam's stored array; a name of
+        ``npcam.conventions.NAMES`` (``"captum"``, ``"pytorch-grad-cam"``, …) instead
+        recomputes ``cam`` or ``guided_grad_cam`` from the case's model as that library
+        returns it (its shape, dtype, resizing and normalisation; its default score).
+    tolerance : the bar on the relative error; default the index's value for the
+        quantity, its ``float32`` tier when theirs (or the convention's output) is float32
+        or narrower.
+
+    Returns a :class:`Comparison`; ``passed`` means ``max|theirs − ref| / max|ref| ≤
+    tolerance`` with every value of theirs finite. Raises ``FileNotFoundError`` for a
+    missing file or directory and ``ValueError`` for an unknown case or quantity, a shape
+    mismatch or an unreadable file.
+    """
+    index = read_index(vectors_dir)
+    entry = _case_entry(index, case)
+    if not isinstance(quantity, str) or quantity not in entry["quantities"]:
+        raise ValueError(f"quantity must be one of {entry['quantities']}, got {quantity!r}.")
+    arr = _read_theirs(theirs)
+    arrays = load_case(vectors_dir, case)
+    if convention is None:
+        ref = arrays[quantity]
+    else:
+        ref = _convention_reference(arrays, quantity, convention)
+    if arr.shape != ref.shape:
+        raise ValueError(
+            f"theirs has shape {arr.shape}, but {quantity!r} of case {case!r}"
+            f"{f' in convention {convention!r}' if convention else ''} has shape {ref.shape}."
+        )
+    if tolerance is None:
+        narrow = arr.dtype.kind == "f" and arr.dtype.itemsize < 8 or ref.dtype.itemsize < 8
+        tiers = index["tolerances"]["quantities"][quantity]
+        bar = float(tiers["float32" if narrow else "float64"])
+    else:
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+            raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}.")
+        bar = float(tolerance)
+    a = arr.astype(np.float64)
+    r = ref.astype(np.float64)
+    finite = bool(np.isfinite(a).all())
+    if finite:
+        max_abs = float(np.abs(a - r).max()) if a.size else 0.0
+        corr = _correlation(a, r) if a.size else None
+    else:
+        max_abs, corr = float("nan"), None
+    scale = float(np.abs(r).max()) if r.size else 0.0
+    rel = max_abs / max(scale, np.finfo(np.float64).tiny)
+    return Comparison(
+        case, quantity, convention, tuple(arr.shape), str(arr.dtype), max_abs, scale, rel, corr,
+        bar, bool(finite and rel <= bar),
+    )

@@ -1,0 +1,241 @@
+r"""Small architectures by name, how they are trained, and the shipped pretrained weights.
+
+Two architectures share one convolutional trunk and differ in their head::
+
+    trunk ("features"):  conv3×3(3→16)  BN ReLU  maxpool2        64×64 → 32×32
+                         conv3×3(16→32) BN ReLU  maxpool2        32×32 → 16×16
+                         conv3×3(32→64) BN ReLU  maxpool2        16×16 →  8×8
+                         conv3×3(64→64) BN ReLU                  A: (N, 64, 8, 8)
+    "gap" classifier:    GlobalAvgPool2d → Linear(64, 4)         CAM applies exactly
+    "vgg" classifier:    MaxPool2d(2) → Flatten → Linear(1024, 64) → ReLU → Linear(64, 4)
+                                                                 CAM does not; Grad-CAM does
+
+(padding 1 everywhere). The third max-pool is what makes "gap" learnable quickly: it
+widens the receptive field of the last conv from 26 to 38 px, more than the largest
+objects (14–30 px), and leaves Z = h·w = 64 positions, so the maps stay informative.
+Without it the same recipe sat near chance for 16k image passes and reached 75 % after
+32k (see ``benchmarks/train_log.md``).
+Layer names follow ``torch.nn.Sequential``: ``features.0`` … ``features.14`` and
+``classifier.0`` …, so a PyTorch model built the same way has the same ``state_dict`` keys.
+
+Training (see :func:`train_architecture` and ``benchmarks/train_log.md``): "gap" is trained
+end to end by :func:`npcam.train.fit` on ``make_scenes(n_train, seed=TRAIN_DATA_SEED)``,
+inputs standardised per channel with the training set's mean and std; "vgg" takes the
+*trained trunk of "gap"* unchanged and trains only its head, on the trunk's cached
+features. Both are scored on the fixed held-out split ``make_scenes(2000,
+seed=TEST_DATA_SEED)``.
+
+**Shipped weights.** ``npcam/zoo/weights/{name}.npz`` holds the model as trained (with its
+BatchNorm layers), written by :func:`save`: the ``state_dict`` arrays, the architecture
+JSON under ``__architecture__`` and a JSON metadata string under ``__metadata__`` (input
+size, class names, mean/std, accuracies, training settings, the command that reproduces
+the file). No object arrays: everything loads with ``allow_pickle=False``.
+
+:func:`pretrained` returns the model in eval mode **with BatchNorm folded** into the
+preceding convolutions (:func:`npcam.fold_batchnorm`): a plain conv net, so explanations
+see only Conv2d, ReLU, pooling and Linear layers. Folding removes the BN layers' names
+(``features.1``, ``.5``, ``.9``, ``.13``); every conv, ReLU and container name keeps meaning the
+same feature maps. ``pretrained(name, fold=False)`` keeps the BN layers (in eval mode).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._validate import as_positive_int, describe
+from ..evaluation import scenes as data
+from ..nn import layers as L
+from ..nn.config import model_from_config
+from ..nn.fold import fold_batchnorm
+from ..nn.io import ARCHITECTURE_KEY
+from ..nn.sequential import Sequential
+
+__all__ = [
+    "ARCHITECTURES",
+    "METADATA_KEY",
+    "NAMES",
+    "RECIPES",
+    "TEST_DATA_SEED",
+    "TRAIN_DATA_SEED",
+    "WEIGHTS_DIR",
+    "build",
+    "info",
+    "load",
+    "pretrained",
+    "save",
+    "standardize",
+    "train_architecture",
+    "weights_path",
+]
+
+#: Key of the JSON metadata string inside a zoo ``.npz``.
+METADATA_KEY = "__metadata__"
+#: Directory of the shipped weights.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Seeds of the training scenes and of the fixed held-out test split.
+TRAIN_DATA_SEED = 0
+TEST_DATA_SEED = 12345
+
+#: Architecture name → one-line description.
+ARCHITECTURES: dict[str, str] = {
+    "gap": "conv trunk (4× conv3×3+BN+ReLU, 3 max-pools) -> GlobalAvgPool2d -> Linear: CAM applies",
+    "vgg": "the same trunk -> MaxPool2d -> Flatten -> Linear -> ReLU -> Linear: Grad-CAM only",
+}
+
+#: The architecture names, in a fixed order.
+NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
+
+_HIDDEN = 64  # width of the vgg head's hidden layer
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be an architecture name (str), got {describe(name)}.")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model name {name!r}; the zoo has {sorted(ARCHITECTURES)}.")
+    return name
+
+
+def _trunk(gen: np.random.Generator) -> Sequential:
+    def block(c_in: int, c_out: int) -> list[L.Layer]:
+        return [L.Conv2d(c_in, c_out, 3, padding=1, rng=gen), L.BatchNorm2d(c_out), L.ReLU()]
+
+    return Sequential(
+        *block(3, 16), L.MaxPool2d(2),
+        *block(16, 32), L.MaxPool2d(2),
+        *block(32, 64), L.MaxPool2d(2),
+        *block(64, 64),
+    )  # fmt: skip
+
+
+def build(
+    name: str, rng: np.random.Generator | int | None = None, size: int = 64, num_classes: int = 4
+) -> Sequential:
+    """A freshly initialised zoo architecture (BatchNorm layers included, eval mode).
+
+    ``rng`` (a Generator or an int seed) draws the initial weights, trunk first, so the
+    same seed gives "gap" and "vgg" the same initial trunk. ``size`` is the input side
+    in pixels (the "vgg" head's first Linear depends on it; it must be a multiple of 16).
+    """
+    name = _check_name(name)
+    size = as_positive_int("size", size, minimum=16)
+    if size % 16:
+        raise ValueError(f"size must be a multiple of 16, got {size}.")
+    num_classes = as_positive_int("num_classes", num_classes, minimum=2)
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    features = _trunk(gen)
+    if name == "gap":
+        classifier = Sequential(L.GlobalAvgPool2d(), L.Linear(64, num_classes, rng=gen))
+    else:
+        flat = 64 * (size // 16) ** 2
+        classifier = Sequential(
+            L.MaxPool2d(2), L.Flatten(), L.Linear(flat, _HIDDEN, rng=gen), L.ReLU(),
+            L.Linear(_HIDDEN, num_classes, rng=gen),
+        )  # fmt: skip
+    return Sequential(features=features, classifier=classifier)
+
+
+# -------------------------------------------------------------------------- .npz files
+def save(model: Sequential, path: str | os.PathLike, metadata: Mapping[str, Any]) -> None:
+    """Write ``model`` like :meth:`Sequential.save` (state_dict + architecture JSON) plus
+    ``metadata`` as one JSON string under ``__metadata__``; no object arrays."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be an npcam.Sequential, got {describe(model)}.")
+    arrays: dict[str, np.ndarray] = model.state_dict()
+    arrays[ARCHITECTURE_KEY] = np.array(json.dumps(model.config()))
+    arrays[METADATA_KEY] = np.array(json.dumps(dict(metadata), sort_keys=True))
+    with open(os.fspath(path), "wb") as fh:  # a file object: savez does not append ".npz"
+        np.savez(fh, **arrays)
+
+
+def load(path: str | os.PathLike) -> tuple[Sequential, dict[str, Any]]:
+    """Read a zoo ``.npz`` (as written by :func:`save`): ``(model, metadata)``.
+
+    The model is exactly as saved (BatchNorm layers kept), in eval mode. Never unpickles.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"path {path!r} does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        raise ValueError(f"path {path!r} holds pickled objects, which npcam never loads: {exc}") from exc
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"path {path!r} is not a readable .npz weights file: {exc}") from exc
+    for key in (ARCHITECTURE_KEY, METADATA_KEY):
+        if key not in arrays or arrays[key].dtype.kind != "U" or arrays[key].shape != ():
+            raise ValueError(f"path {path!r} must hold a JSON string under {key!r}.")
+    try:
+        config = json.loads(str(arrays.pop(ARCHITECTURE_KEY)))
+        metadata = json.loads(str(arrays.pop(METADATA_KEY)))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"path {path!r} has unreadable JSON: {exc}") from exc
+    model = model_from_config(config)
+    if not isinstance(model, Sequential) or not isinstance(metadata, dict):
+        raise ValueError(f"path {path!r} must describe a Sequential model and a metadata dict.")
+    model.load_state_dict(arrays)
+    model.eval()
+    return model, metadata
+
+
+def weights_path(name: str) -> Path:
+    """Where the shipped weights of architecture ``name`` live."""
+    return WEIGHTS_DIR / f"{_check_name(name)}.npz"
+
+
+def _shipped(name: str) -> tuple[Sequential, dict[str, Any]]:
+    path = weights_path(name)
+    if not path.exists():
+        raise ValueError(
+            f"no shipped weights for model {name!r} ({path} is missing); "
+            f"train them with: npcam train --arch {name} --out {path}"
+        )
+    return load(path)
+
+
+def pretrained(name: str, fold: bool = True) -> Sequential:
+    """The shipped model ``name`` in eval mode, float64; BatchNorm folded unless ``fold``
+    is False. Its inputs must be standardised with ``info(name)["mean"]``/``["std"]``."""
+    model, _ = _shipped(_check_name(name))
+    if not isinstance(fold, (bool, np.bool_)):
+        raise TypeError(f"fold must be a bool, got {describe(fold)}.")
+    return fold_batchnorm(model).eval() if fold else model
+
+
+def standardize(name: str, images: Any) -> np.ndarray:
+    """Images (N, 3, H, W) in [0, 1] standardised as model ``name`` expects: per channel
+    with the training set's ``info(name)["mean"]`` and ``["std"]``."""
+    meta = info(name)
+    return data.standardize(images, meta["mean"], meta["std"])[0]
+
+
+def info(name: str) -> dict[str, Any]:
+    """What the shipped model ``name`` expects and how it was made.
+
+    Keys: ``input_size`` [H, W] and ``channels`` (3, RGB); ``class_names``; ``mean`` and ``std`` (per channel:
+    inputs are ``(image − mean)/std`` with images in [0, 1]); ``train_accuracy`` and
+    ``test_accuracy`` (the test split is ``make_scenes(n_test, seed=test_data_seed)``);
+    ``training`` (the settings); ``command`` (the ``npcam train`` line that rebuilds the
+    file); and more (see the file's metadata).
+    """
+    _, metadata = _shipped(_check_name(name))
+    return metadata
+
+
+
+
+def __getattr__(name: str) -> Any:
+    # The training recipes import npcam.train, which needs nothing of this module at import
+    # time; loading them lazily keeps ``import npcam.zoo`` light and free of cycles.
+    if name in ("RECIPES", "train_architecture"):
+        from . import recipes
+
+        return getattr(recipes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

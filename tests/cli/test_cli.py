@@ -1,0 +1,93 @@
+"""The ``npcam`` command: the demo end to end, ``explain`` on a user's file, and the
+error rule (one line on stderr, exit code 2, no traceback)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import npcam
+from npcam.cli import main
+
+# A panel tile is a 64×64 scene enlarged 3× (192 px) with 4 px gaps, under a 16 px title
+# row and right of a 70 px label column (npcam.cli.demo.panel).
+TILE, GAP, TOP, LEFT = 192, 4, 16, 70
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_version(capsys):
+    """``npcam --version`` prints the package version."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert npcam.__version__ in capsys.readouterr().out
+
+
+def test_demo_writes_decodable_panels_of_the_stated_size(tmp_path, capsys):
+    """The demo writes one PNG per scene and model; single-object scenes have one row,
+    two-object scenes two (one per class); the gap model has 6 columns (CAM applies),
+    vgg 5. Its printed checks say the CAM identity holds."""
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "holds" in out
+    files = sorted(tmp_path.glob("*.png"))
+    assert len(files) == 10
+    for f in files:
+        with Image.open(f) as im:
+            im.load()
+            columns = 6 if f.name.startswith("gap") else 5
+            rows = 2 if f.stem.endswith(("scene3", "scene4")) else 1
+            assert im.size == (LEFT + columns * (TILE + GAP), TOP + rows * (TILE + GAP))
+            assert im.mode == "RGB"
+        assert str(f) in out
+
+
+def test_explain_writes_an_overlay_at_the_image_size(tmp_path, capsys):
+    """``npcam explain`` resizes a user's image to the model input (saying so) and writes
+    the map overlaid on the original image, at the original size."""
+    scene = npcam.evaluation.scenes.make_scenes(1, seed=5).images[0]
+    big = np.kron(scene, np.ones((1, 2, 3)))  # 128 × 192: not the model's size
+    src = tmp_path / "in.png"
+    npcam.save_image(src, big)
+    dst = tmp_path / "out.png"
+    assert main(["explain", str(src), "--model", "gap", "--out", str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "resized" in out
+    with Image.open(dst) as im:
+        assert im.size == (192, 128)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["explain", "missing.png", "--model", "gap", "--out", "o.png"], "missing.png"),
+        (["explain", "{text}", "--model", "gap", "--out", "o.png"], "not"),
+        (["explain", "{image}", "--model", "gap", "--target", "7", "--out", "o.png"], "--target"),
+        (["explain", "{image}", "--model", "nope", "--out", "o.png"], "--model"),
+        (["explain", "{image}", "--model", "gap", "--method", "magic", "--out", "o.png"], "method"),
+        (["demo", "--model", "nope"], "--model"),
+        (["evaluate", "--n", "0"], "--n"),
+        (["nosuchcommand"], "invalid choice"),
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, needle):
+    """Bad input: one line on stderr naming the problem, exit code 2, no traceback."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.png").write_text("this is not an image")
+    npcam.save_image(tmp_path / "i.png", npcam.evaluation.scenes.make_scenes(1, seed=1).images[0])
+    argv = [a.format(text=str(tmp_path / "t.png"), image=str(tmp_path / "i.png")) for a in argv]
+    assert _exit_code(argv) == 2
+    assert needle in _one_error_line(capsys)
+
+
+def _exit_code(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's own usage errors
+        return exc.code
