@@ -57,6 +57,11 @@ _NAMES: dict[str, str] = {
     # other frameworks, verification
     "from_torch": ".interop.torch",
     "show_versions": ".verify.environment",
+    # warnings (rule R3)
+    "NpcamWarning": "._warnings",
+    "NumericalWarning": "._warnings",
+    "InplaceOpWarning": "._warnings",
+    "WeakTestInputWarning": "._warnings",
 }
 
 # subpackages and modules reachable as attributes of npcam
@@ -124,4 +129,5 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
         ReLU,
     )
     from .nn.sequential import Sequential
+    from ._warnings import InplaceOpWarning, NpcamWarning, NumericalWarning, WeakTestInputWarning
     from .verify.environment import show_versions

@@ -12,7 +12,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_float_array", "as_pair", "as_positive_int", "describe"]
+__all__ = [
+    "MAX_CHANNELS",
+    "MAX_KERNEL_SIZE",
+    "MAX_LAYER_PARAMETERS",
+    "MAX_MODEL_PARAMETERS",
+    "MAX_NESTING",
+    "MAX_NODES",
+    "as_float_array",
+    "as_pair",
+    "as_positive_int",
+    "describe",
+]
 
 
 def describe(value: Any) -> str:
@@ -81,3 +92,24 @@ def as_pair(name: str, value: Any, *, minimum: int = 1) -> tuple[int, int]:
         )
     v = as_positive_int(name, value, minimum=minimum)
     return v, v
+
+
+# ---------------------------------------------------------------------------- bounds
+# Sizes beyond these are refused with a ValueError before anything is allocated. They admit
+# every torchvision classifier (VGG-16: 138.4 M parameters, 1.03 GiB in float64, one
+# Linear(25088, 4096) of 102.8 M weights; DenseNet-121: 433 nodes) with room to spare, and
+# stop a hostile file or a typo from asking for terabytes. Readers take a ``max_bytes`` (and
+# the like) to lower them.
+
+#: Parameters of one model.
+MAX_MODEL_PARAMETERS = 2 * 10**9
+#: Parameters of one layer.
+MAX_LAYER_PARAMETERS = 10**9
+#: Side of a convolution or pooling kernel.
+MAX_KERNEL_SIZE = 64
+#: Channels (or features) of one layer.
+MAX_CHANNELS = 65536
+#: Nesting levels of an architecture description.
+MAX_NESTING = 64
+#: Nodes (leaf layers) of one model.
+MAX_NODES = 10**5
