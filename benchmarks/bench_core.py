@@ -58,7 +58,7 @@ class _Timed:
                 self._wrap(leaf)
 
     def _wrap(self, leaf: npcam.Conv2d) -> None:
-        fwd, bwd = leaf.forward, leaf.backward
+        fwd, bwd = leaf._forward, leaf._backward
 
         def forward(x):
             t = time.perf_counter()
@@ -66,13 +66,13 @@ class _Timed:
             self.forward += time.perf_counter() - t
             return out
 
-        def backward(dout, relu="standard", param_grads=True):
+        def backward(dout, cache, relu_rule, param_grads):
             t = time.perf_counter()
-            out = bwd(dout, relu=relu, param_grads=param_grads)
+            out = bwd(dout, cache, relu_rule, param_grads)
             self.backward += time.perf_counter() - t
             return out
 
-        leaf.forward, leaf.backward = forward, backward  # type: ignore[method-assign]
+        leaf._forward, leaf._backward = forward, backward  # type: ignore[method-assign]
 
     def reset(self) -> None:
         self.forward = self.backward = 0.0

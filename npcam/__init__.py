@@ -35,17 +35,19 @@ _NAMES: dict[str, str] = {
     "load_model": ".nn.io",
     "load_weights": ".nn.io",
     # the methods
-    "CAMEquivalence": ".methods",
-    "CAMResult": ".methods",
-    "cam": ".methods",
-    "cam_equivalence": ".methods",
-    "counterfactual": ".methods",
-    "deconvnet": ".methods",
-    "grad_cam": ".methods",
-    "gradient_x_input": ".methods",
-    "guided_backprop": ".methods",
-    "guided_grad_cam": ".methods",
-    "saliency": ".methods",
+    "CAMEquivalence": ".methods.identities",
+    "CAMResult": ".methods._core",
+    "METHODS": ".methods.registry",
+    "cam": ".methods.cam",
+    "cam_equivalence": ".methods.identities",
+    "counterfactual": ".methods.grad_cam",
+    "deconvnet": ".methods.gradients",
+    "deconvnet_grad_cam": ".methods.deconvnet_grad_cam",
+    "grad_cam": ".methods.grad_cam",
+    "gradient_x_input": ".methods.gradients",
+    "guided_backprop": ".methods.gradients",
+    "guided_grad_cam": ".methods.guided_grad_cam",
+    "saliency": ".methods.gradients",
     # images
     "apply_colormap": ".image",
     "colormap": ".image",
@@ -99,21 +101,17 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what static checkers and IDEs see
     from . import conventions, evaluation, gradcheck, image, interop, methods, nn, train, vectors, verify, zoo
+    from ._warnings import InplaceOpWarning, NpcamWarning, NumericalWarning, WeakTestInputWarning
     from .image import apply_colormap, colormap, load_image, normalize, overlay, save_image, upsample
     from .interop.torch import from_torch
-    from .methods import (
-        CAMEquivalence,
-        CAMResult,
-        cam,
-        cam_equivalence,
-        counterfactual,
-        deconvnet,
-        grad_cam,
-        gradient_x_input,
-        guided_backprop,
-        guided_grad_cam,
-        saliency,
-    )
+    from .methods._core import CAMResult
+    from .methods.cam import cam
+    from .methods.deconvnet_grad_cam import deconvnet_grad_cam
+    from .methods.grad_cam import counterfactual, grad_cam
+    from .methods.gradients import deconvnet, gradient_x_input, guided_backprop, saliency
+    from .methods.guided_grad_cam import guided_grad_cam
+    from .methods.identities import CAMEquivalence, cam_equivalence
+    from .methods.registry import METHODS
     from .nn.config import model_from_config
     from .nn.fold import fold_batchnorm
     from .nn.io import load_model, load_weights
@@ -129,5 +127,4 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
         ReLU,
     )
     from .nn.sequential import Sequential
-    from ._warnings import InplaceOpWarning, NpcamWarning, NumericalWarning, WeakTestInputWarning
     from .verify.environment import show_versions

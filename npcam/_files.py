@@ -18,6 +18,17 @@ from typing import IO
 __all__ = ["atomic_write"]
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; do that once, at import, not while other
+    # threads may be creating files.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """Open a temporary binary file next to ``path``; on success it replaces ``path``.
@@ -34,9 +45,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             fh.flush()
             os.fsync(fh.fileno())
         # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

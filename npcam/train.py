@@ -2,13 +2,17 @@ r"""Minibatch training with the hand-derived softmax cross-entropy gradient and 
 
 Nothing here differentiates automatically: the loss gradient w.r.t. the logits is
 :func:`npcam.nn.functional.softmax_cross_entropy`'s ``∂L/∂y_{n,c} = (p_{n,c} − [c = t_n])/N``,
-and ``Sequential.backward(dlogits, param_grads=True)`` carries it through the layers'
+and ``model.vjp(trace, dlogits, param_grads=True)`` carries it through the layers'
 hand-written backward passes into every parameter gradient. One step is::
 
-    logits = model.forward(x_batch)                    # model.train(): BatchNorm uses batch stats
-    loss, dlogits = softmax_cross_entropy(logits, t)   # L and ∂L/∂logits
-    model.backward(dlogits, param_grads=True)          # ∂L/∂θ in every layer's ``grads``
+    trace = model.run(x_batch)                         # model.train(): BatchNorm uses batch stats
+    loss, dlogits = softmax_cross_entropy(trace.output, t)   # L and ∂L/∂logits
+    grads = model.vjp(trace, dlogits, param_grads=True).param_grads   # ∂L/∂θ, keyed like state_dict
     adam.step(params, grads, lr=schedule(step))        # θ ← θ − lr_t · m̂/(sqrt(v̂) + ε)
+
+A step whose forward or backward pass overflows, or whose loss is not finite, stops the
+training with a ``ValueError`` saying that it diverged (the learning rate is the usual
+cause).
 
 **Reproducibility.** The only randomness of :func:`fit` is the order of the examples,
 drawn from ``numpy.random.default_rng(seed)`` (one permutation per epoch); the model's
@@ -329,14 +333,27 @@ def fit(
         lr_t = base_lr
         for b in range(steps_per_epoch):
             idx = order[b * batch_size : (b + 1) * batch_size]
-            logits = model.forward(x[idx])
-            loss, dlogits = softmax_cross_entropy(logits, t[idx])
-            model.backward(dlogits, to=stop, param_grads=True)
+            try:
+                trace = model.run(x[idx])
+                logits = trace.output
+                with np.errstate(all="ignore"):
+                    loss, dlogits = softmax_cross_entropy(logits, t[idx])
+                if not math.isfinite(loss):
+                    raise ValueError("the loss is not finite")
+                grads = model.vjp(trace, dlogits, to=stop, param_grads=True).param_grads or {}
+            except ValueError as exc:
+                if "overflowed" not in str(exc) and "loss is not finite" not in str(exc):
+                    raise
+                raise ValueError(
+                    f"training diverged at epoch {epoch}, step {b + 1} (lr {lr_t:.3g}): {exc}; "
+                    "try a smaller learning rate."
+                ) from None
             lr_t = cosine_schedule(
                 step, base_lr=base_lr, total_steps=total, warmup_steps=warmup_steps, min_lr=min_lr
             )
             params = {name: p for name, p in model.named_parameters() if name.rsplit(".", 1)[0] not in frozen}
-            adam.step(params, model.named_grads(), lr=lr_t)
+            with np.errstate(all="ignore"):
+                adam.step(params, grads, lr=lr_t)
             step += 1
             loss_sum += loss * idx.size
             correct += int(np.sum(logits.argmax(axis=1) == t[idx]))
@@ -434,11 +451,11 @@ def _set_modes(model: Sequential, leaves: Sequence[tuple[str, L.Layer]], frozen:
             leaf.training = False
 
 
-def _modes(model: Sequential) -> list[tuple[L.Layer, bool]]:
+def _modes(model: Sequential) -> list[tuple[L.Layer | Sequential, bool]]:
     return [(model, model.training)] + [(leaf, leaf.training) for _, leaf in model.named_layers()]
 
 
-def _restore(model: Sequential, modes: list[tuple[L.Layer, bool]]) -> None:
+def _restore(model: Sequential, modes: list[tuple[L.Layer | Sequential, bool]]) -> None:
     for layer, mode in modes:
         layer.training = mode
 

@@ -315,3 +315,28 @@ def test_history_as_dict_is_json():
     d = json.loads(json.dumps(h.as_dict()))
     assert d["steps"] == 1 and d["image_passes"] == 8 and d["test_acc"] == [None]
     assert math.isfinite(d["loss"][0])
+
+
+def test_diverged_training_says_so_in_one_line(tmp_path, cli_main, capsys):
+    """C88: ``npcam train --lr 1e300`` printed 12 lines of numpy RuntimeWarnings, then blamed
+    an internal argument ("grad_output must contain only finite values"). Now the one
+    stderr line says the training diverged and suggests a smaller learning rate; no
+    warning is printed (pytest turns RuntimeWarnings into errors here)."""
+    out = str(tmp_path / "t.npz")
+    args = ["train", "--arch", "gap", "--out", out, "--lr", "1e300", "--n-train", "8", "--n-test", "4",
+            "--epochs", "2", "--batch-size", "4", "--size", "16", "--quiet"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert "training diverged" in err and "smaller learning rate" in err
+    assert "grad_output" not in err and "cotangent" not in err
+
+
+def test_fit_uses_the_trace_and_leaves_no_parameter_gradients_on_layers():
+    """Training goes through run/vjp: after fit the layers hold only their parameters and
+    buffers (no caches, no grads attributes)."""
+    model = zoo.build("gap", rng=0, size=16, num_classes=4)
+    x = np.random.default_rng(0).uniform(size=(8, 3, 16, 16))
+    T.fit(model, x, np.arange(8) % 4, epochs=1, batch_size=4, quiet=True, log=None)
+    for _, leaf in model.named_layers():
+        assert not hasattr(leaf, "grads") and not hasattr(leaf, "_cache")

@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ValueError, TypeError, OSError) as exc:
         print(f"npcam {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        print(f"npcam {args.command}: error: out of memory{detail}; try a smaller input.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"npcam {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -11,24 +11,37 @@ loaded model) and a short localisation summary.
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .. import methods as E
 from .. import zoo
+from .._validate import as_positive_int
 from ..evaluation import localization as metrics
 from ..evaluation.scenes import make_scenes
 from ..image import normalize, overlay, save_image, upsample
+from ..methods.grad_cam import grad_cam
+from ..methods.identities import cam_equivalence
+from ..methods.registry import METHODS as REGISTRY
+from ..methods.registry import Method
 from ..nn import Sequential
 from ..verify.gradcheck import check_layer
 from . import CliError
 
-__all__ = ["METHODS", "gradcheck_model", "method_maps", "panel", "register", "run_demo"]
+__all__ = ["DEMO_METHODS", "METHODS", "gradcheck_model", "method_maps", "panel", "register", "run_demo"]
 
-METHODS = ("cam", "grad-cam", "guided-backprop", "guided-grad-cam", "counterfactual")
+# Column titles short enough for a 192 px tile (the default is the display name).
+_TITLES = {"guided-backprop": "guided backprop", "guided-grad-cam": "guided grad-cam",
+           "deconvnet-grad-cam": "deconv grad-cam"}
+
+#: The panels of the demo: the registry's methods with ``in_demo``, in its order.
+DEMO_METHODS = tuple(name for name, m in REGISTRY.items() if m.in_demo)
+#: Every method ``npcam explain --method`` accepts.
+METHODS = tuple(REGISTRY)
 SCALE = 3  # panel tiles are the 64×64 scenes enlarged 3× (nearest) so details stay visible
 
 
@@ -38,23 +51,24 @@ def _signed_to_unit(g: np.ndarray) -> np.ndarray:
     return 0.5 + 0.5 * np.divide(g, scale, out=np.zeros_like(g), where=scale > 0)
 
 
+def _call(method: Method, model: Sequential, x: np.ndarray, target: np.ndarray, layer: str | None) -> Any:
+    if "layer" in inspect.signature(method.function).parameters:
+        return method.function(model, x, target, layer=layer)
+    return method.function(model, x, target)
+
+
 def method_maps(model: Sequential, x: np.ndarray, target: np.ndarray, method: str,
                 layer: str | None = None) -> np.ndarray:
-    """What the panels show for ``method``, at input resolution in [0, 1]:
-    (N, H, W) heat maps for the class-activation methods, (N, 3, H, W) images for the
-    gradient methods."""
-    size = x.shape[2:]
-    if method == "cam":
-        return normalize(upsample(E.cam(model, x, target, layer).cam, size))
-    if method == "grad-cam":
-        return normalize(upsample(E.grad_cam(model, x, target, layer).cam, size))
-    if method == "counterfactual":
-        return normalize(upsample(E.counterfactual(model, x, target, layer).cam, size))
-    if method == "guided-backprop":
-        return _signed_to_unit(E.guided_backprop(model, x, target))
-    if method == "guided-grad-cam":
-        return _signed_to_unit(E.guided_grad_cam(model, x, target, layer))
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    """What the panels show for ``method`` (a name of :data:`npcam.METHODS`), at input
+    resolution in [0, 1]: (N, H, W) heat maps for the layer methods, (N, 3, H, W) images
+    for the input-resolution methods."""
+    if method not in REGISTRY:
+        raise ValueError(f"method must be one of {', '.join(REGISTRY)}, got {method!r}.")
+    m = REGISTRY[method]
+    out = _call(m, model, x, target, layer)
+    if m.kind == "input":
+        return _signed_to_unit(out)
+    return normalize(upsample(out.cam, x.shape[2:]))
 
 
 def _tile(image_chw: np.ndarray) -> np.ndarray:
@@ -90,16 +104,15 @@ def gradcheck_model(model: Sequential, x: np.ndarray, coords: int = 32, seed: in
     value sits on a kink (a ReLU's 0, a tie in a max-pool window), where finite
     differences are meaningless."""
     rng = np.random.default_rng(seed)
-    model.forward(x)
-    errors = {}
-    previous = model.input
+    trace = model.run(x)
+    errors: dict[str, float] = {}
+    previous = trace.input
     for name, leaf in model.named_layers():
         a = previous
         scale = max(float(np.abs(a).max()), 1e-12)
         jittered = a + rng.uniform(-1e-3, 1e-3, size=a.shape) * scale
         errors[name] = max(check_layer(leaf, jittered, max_coords=coords, rng=rng).values())
-        previous = model.activations[name]
-    model.forward(x)  # restore every cache to the real input
+        previous = trace.activations[name]
     return errors
 
 
@@ -107,6 +120,8 @@ def run_demo(out: Path, model_names: tuple[str, ...] = ("gap", "vgg"), seed: int
              log=print) -> list[Path]:
     """Write the demo panels into ``out`` and print the checks; returns the files written."""
     t0 = time.perf_counter()
+    # Checked here, not by make_scenes, whose message would show the offset seed + 1000.
+    seed = as_positive_int("seed", seed, minimum=0)
     out.mkdir(parents=True, exist_ok=True)
     singles = make_scenes(3, seed=seed + 1000, objects=1)
     pairs = make_scenes(2, seed=seed + 2000, objects=2)
@@ -115,8 +130,8 @@ def run_demo(out: Path, model_names: tuple[str, ...] = ("gap", "vgg"), seed: int
         model = zoo.pretrained(name)
         classes = zoo.info(name)["class_names"]
         has_cam = name == "gap"
-        methods = [m for m in METHODS if has_cam or m != "cam"]
-        titles = ["input", *(m.replace("guided-", "guided ") for m in methods)]
+        methods = [m for m in DEMO_METHODS if has_cam or m != "cam"]
+        titles = ["input", *(_TITLES.get(m, REGISTRY[m].display_name) for m in methods)]
 
         scenes = [(singles.images[i], [int(singles.labels[i])]) for i in range(len(singles.labels))]
         scenes += [
@@ -139,18 +154,18 @@ def run_demo(out: Path, model_names: tuple[str, ...] = ("gap", "vgg"), seed: int
 
     gap = zoo.pretrained("gap")
     x = zoo.standardize("gap", singles.images)
-    eq = E.cam_equivalence(gap, x)
+    eq = cam_equivalence(gap, x)
     log(f"CAM = Grad-CAM x Z on the 'gap' model (Z = {eq.Z}): weight error {eq.weight_error:.1e}, "
         f"map error {eq.map_error:.1e} -> {'holds' if eq.holds else 'FAILS'}")
     errs = gradcheck_model(gap, x[:1])
-    worst = max(errs, key=errs.get)
+    worst = max(errs, key=lambda name: errs[name])
     log(f"gradient check of every layer of 'gap' (32 coordinates per tensor): worst relative "
         f"error {errs[worst]:.1e} (layer {worst})")
 
     test = make_scenes(100, seed=seed + 3000, objects=1)
     xs = zoo.standardize("gap", test.images)
     masks = test.masks[:, 0]
-    grad = upsample(E.grad_cam(gap, xs, test.labels).cam, test.images.shape[2:])
+    grad = upsample(grad_cam(gap, xs, test.labels).cam, test.images.shape[2:])
     centre = metrics.centre_maps(len(test.labels), *test.images.shape[2:])
     boxes = test.boxes[:, 0]
     log(f"localisation on 100 scenes, Grad-CAM vs a centre box: pointing game "

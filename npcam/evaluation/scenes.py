@@ -490,7 +490,7 @@ def make_scenes(
         part *= sigma[a:b, :, None, None]
         out += part
         np.clip(out, 0.0, 1.0, out=out)
-        occupied = masks[a:b].any(axis=1)
+        occupied = np.asarray(masks[a:b].any(axis=1))
         for k in range(objects):
             near = _surround_means(out, occupied, boxes[a:b, k])
             colours[a:b, k] = _pick_colours(candidates[a:b, k], near)

@@ -24,33 +24,30 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .. import methods as E
 from .. import zoo
 from ..image import upsample
+from ..methods.registry import METHODS, Method
 from . import localization as metrics
 from .scenes import make_scenes
 
-__all__ = ["MAP_METHODS", "format_table", "localisation_table"]
+__all__ = ["MAP_METHODS", "format_table", "localization_table"]
 
 
-def _class_map(fn: Callable) -> Callable:
+def _maps(method: Method) -> Callable:
+    """The map a method gives for localisation, at image resolution: a layer method's
+    ``cam`` upsampled bilinearly; an input-resolution method's ``max_channels |g|``."""
     def maps(model, x, target):
-        return upsample(fn(model, x, target).cam, x.shape[2:])
+        out = method.function(model, x, target)
+        if method.kind == "input":
+            return np.abs(out).max(axis=1) if out.ndim == 4 else out
+        return upsample(out.cam, x.shape[2:])
+
     return maps
 
 
-def _pixel_map(fn: Callable) -> Callable:
-    def maps(model, x, target):
-        return np.abs(fn(model, x, target)).max(axis=1)
-    return maps
-
-
-MAP_METHODS: dict[str, Callable] = {
-    "CAM": _class_map(E.cam),
-    "Grad-CAM": _class_map(E.grad_cam),
-    "guided backprop": _pixel_map(E.guided_backprop),
-    "saliency": _pixel_map(E.saliency),
-}
+#: The rows of the table: every method of :data:`npcam.METHODS`, by display name.
+MAP_METHODS: dict[str, Callable] = {m.display_name: _maps(m) for m in METHODS.values()}
+_NEEDS_GAP = {m.display_name for m in METHODS.values() if m.name == "cam"}
 
 
 def _batched(fn, model, x, target, batch: int = 250) -> np.ndarray:
@@ -58,7 +55,7 @@ def _batched(fn, model, x, target, batch: int = 250) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def localisation_table(n: int = 500, seed: int = 777, models: tuple[str, ...] = ("gap", "vgg")) -> list[dict]:
+def localization_table(n: int = 500, seed: int = 777, models: tuple[str, ...] = ("gap", "vgg")) -> list[dict]:
     """One row per (model, method): pointing game, box accuracy and discrimination rates
     in [0, 1] on ``n`` single-object and ``n`` two-object scenes."""
     singles = make_scenes(n, seed=seed, objects=1)
@@ -78,7 +75,7 @@ def localisation_table(n: int = 500, seed: int = 777, models: tuple[str, ...] = 
         xs = zoo.standardize(name, singles.images)
         xp = zoo.standardize(name, pairs.images)
         for method, fn in MAP_METHODS.items():
-            if method == "CAM" and name != "gap":
+            if method in _NEEDS_GAP and name != "gap":
                 continue
             maps = _batched(fn, model, xs, singles.labels)
             hits = []

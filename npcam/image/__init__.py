@@ -9,25 +9,35 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "IMAGE_FORMATS",
     "MAX_IMAGE_PIXELS",
+    "MAX_UPSAMPLE_PIXELS",
+    "MAX_UPSAMPLE_VALUES",
     "apply_colormap",
     "colormap",
+    "image_size",
     "interpolation_matrices",
     "load_image",
     "normalize",
     "overlay",
+    "reduction_factor",
     "save_image",
     "upsample",
 ]
 
 _WHERE = {
+    "IMAGE_FORMATS": "io",
     "MAX_IMAGE_PIXELS": "io",
+    "image_size": "io",
     "load_image": "io",
+    "reduction_factor": "io",
     "save_image": "io",
     "apply_colormap": "color",
     "colormap": "color",
     "overlay": "color",
     "normalize": "normalization",
+    "MAX_UPSAMPLE_PIXELS": "resize",
+    "MAX_UPSAMPLE_VALUES": "resize",
     "interpolation_matrices": "resize",
     "upsample": "resize",
 }

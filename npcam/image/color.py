@@ -119,14 +119,43 @@ def apply_colormap(maps: Any, name: str = "jet") -> np.ndarray:
     return lut[levels]
 
 
+def _row_blocks(n_rows: int, row_size: int, budget: int = 1 << 20) -> list[slice]:
+    """Slices of ``range(n_rows)`` holding about ``budget`` values each (``row_size`` a row).
+
+    Lets a computation that needs a float64 temporary run a block of rows at a time: the
+    temporaries then cost ``8 * budget`` bytes (8 MiB), not a full-size copy.
+    """
+    step = max(1, budget // max(1, row_size))
+    return [slice(r, min(r + step, n_rows)) for r in range(0, n_rows, step)]
+
+
 def overlay(image: Any, cam: Any, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
     """Blend a colour-mapped CAM over an image: ``(1 - alpha) * image + alpha * heat``.
 
-    ``image`` is ``(3, H, W)`` or ``(N, 3, H, W)`` (npcam's NCHW) in ``[0, 1]``; ``cam`` is
-    ``(H, W)`` or ``(N, H, W)`` in ``[0, 1]`` with the same N, H, W (no resizing, no
-    broadcasting: call :func:`upsample` first). ``heat = apply_colormap(cam, colormap) / 255``.
-    Returns float64 ``(H, W, 3)`` or ``(N, H, W, 3)`` (channels last, for display).
-    ``alpha = 0`` returns the image, ``alpha = 1`` the heat map.
+    Parameters
+    ----------
+    image : array_like
+        ``(3, H, W)`` or ``(N, 3, H, W)`` (npcam's NCHW), values in ``[0, 1]``.
+    cam : array_like
+        ``(H, W)`` or ``(N, H, W)`` in ``[0, 1]`` with the same N, H, W (no resizing, no
+        broadcasting: call :func:`upsample` first).
+    alpha : float
+        The weight of the heat map, in ``[0, 1]``. ``alpha = 0`` returns the image,
+        ``alpha = 1`` the heat map.
+    colormap : {"jet", "viridis"}
+        ``heat = apply_colormap(cam, colormap) / 255``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(H, W, 3)`` or ``(N, H, W, 3)`` (channels last, for display).
+
+    Notes
+    -----
+    Computed in float64 as ``(1 - alpha) * image`` plus ``alpha * (level / 255)`` taken
+    from a 256-entry table (the colour map's levels are uint8), into the output a block of
+    rows at a time: the output is the only full-size float64 array allocated, and its
+    values are those of the plain float64 expression, bit for bit.
 
     pytorch-grad-cam's ``show_cam_on_image`` computes the same blend with
     ``image_weight = 1 - alpha`` but then divides by the maximum and quantises to uint8;
@@ -145,8 +174,13 @@ def overlay(image: Any, cam: Any, alpha: float = 0.5, colormap: str = "jet") -> 
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}.")
     a = float(alpha)
-    heat = apply_colormap(heat_src, colormap).astype(np.float64) / 255.0
-    base = np.moveaxis(img.astype(np.float64), -3, -1)
-    return (1.0 - a) * base + a * heat
-
-
+    levels = apply_colormap(heat_src, colormap)  # uint8 (..., H, W, 3)
+    heat_table = a * (np.arange(256, dtype=np.float64) / 255.0)
+    base = np.moveaxis(img, -3, -1)  # a view, (..., H, W, 3)
+    out = np.empty(base.shape, dtype=np.float64)
+    height = base.shape[-3]
+    for rows in _row_blocks(height, base.size // max(1, height)):
+        block = out[..., rows, :, :]
+        np.multiply(base[..., rows, :, :], 1.0 - a, out=block, dtype=np.float64)
+        block += heat_table[levels[..., rows, :, :]]
+    return out

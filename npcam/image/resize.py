@@ -51,11 +51,16 @@ import numpy as np
 
 from .._validate import as_float_array, as_pair, describe
 
-__all__ = ["MAX_UPSAMPLE_PIXELS", "interpolation_matrices", "upsample"]
+__all__ = ["MAX_UPSAMPLE_PIXELS", "MAX_UPSAMPLE_VALUES", "interpolation_matrices", "upsample"]
 
 #: :func:`upsample` refuses outputs with more than this many pixels per map (the image
-#: readers' limit): a larger request is a bug, not an image.
+#: readers' limit, :data:`npcam.image.MAX_IMAGE_PIXELS`): a larger request is a bug, not an
+#: image. :func:`interpolation_matrices` refuses a matrix with more entries than this.
 MAX_UPSAMPLE_PIXELS = 50_000_000
+
+#: :func:`upsample` also refuses outputs with more than this many values in all
+#: (``N * H * W``; 4 GB of float64): upsample a large batch in smaller batches.
+MAX_UPSAMPLE_VALUES = 500_000_000
 
 _MODES = ("bilinear", "nearest")
 
@@ -71,6 +76,20 @@ def _check_mode(mode: Any, align_corners: Any) -> None:
     if mode == "nearest" and align_corners is not None:
         raise ValueError(
             f"align_corners must be None with mode='nearest' (as in torch), got {align_corners!r}."
+        )
+
+
+def _check_output_size(n: int, out_h: int, out_w: int) -> None:
+    """Refuse an output too large to be a map, before anything is allocated."""
+    if out_h * out_w > MAX_UPSAMPLE_PIXELS:
+        raise ValueError(
+            f"size ({out_h}, {out_w}) asks for {out_h * out_w} pixels per map, more than "
+            f"MAX_UPSAMPLE_PIXELS = {MAX_UPSAMPLE_PIXELS}."
+        )
+    if n * out_h * out_w > MAX_UPSAMPLE_VALUES:
+        raise ValueError(
+            f"size ({out_h}, {out_w}) for {n} maps asks for {n * out_h * out_w} values, more than "
+            f"MAX_UPSAMPLE_VALUES = {MAX_UPSAMPLE_VALUES}; upsample fewer maps at a time."
         )
 
 
@@ -168,10 +187,18 @@ def interpolation_matrices(
     ``w0, w1`` summing to 1 for ``"bilinear"`` (added together when both fall on the
     border pixel), a single 1 for ``"nearest"``. The rules are in the module docstring;
     for ``"nearest"`` the rule of each axis depends on ``H + W``, hence one call for both.
+    A matrix with more than :data:`MAX_UPSAMPLE_PIXELS` entries is refused (``ValueError``)
+    before it is allocated.
     """
     in_hw = as_pair("in_size", in_size)
     out_hw = as_pair("out_size", out_size)
     _check_mode(mode, align_corners)
+    for axis, (i, o) in enumerate(zip(in_hw, out_hw, strict=True)):
+        if i * o > MAX_UPSAMPLE_PIXELS:
+            raise ValueError(
+                f"in_size {in_hw} and out_size {out_hw} need a {o} x {i} matrix for axis {axis}, "
+                f"more than MAX_UPSAMPLE_PIXELS = {MAX_UPSAMPLE_PIXELS} entries."
+            )
     taps = _taps(in_hw, out_hw, mode, align_corners)
     return (
         _axis_matrix(in_hw[0], out_hw[0], taps[0]),
@@ -203,6 +230,16 @@ def upsample(
     align_corners : ``None`` (means ``False``) or bool for ``"bilinear"``; must be ``None``
         for ``"nearest"``, as in torch.
 
+    Raises
+    ------
+    ValueError
+        Before anything is allocated, if ``H * W`` exceeds :data:`MAX_UPSAMPLE_PIXELS`
+        (50 M, the image readers' limit) or ``N * H * W`` exceeds
+        :data:`MAX_UPSAMPLE_VALUES` (500 M values, 4 GB of float64); also for bad maps,
+        size, mode or align_corners.
+
+    Notes
+    -----
     Residual differences from torch are rounding of the last bits: torch's AVX2/AVX512
     kernels fuse ``scale * (dst + 0.5) - 0.5`` into one FMA, which moves the source index
     by up to one float64 ulp (a relative difference of ~1e-16 for CAM-sized maps, up to
@@ -214,6 +251,7 @@ def upsample(
         raise ValueError(f"maps must have non-empty spatial axes, got shape {arr.shape}.")
     out_h, out_w = as_pair("size", size)
     _check_mode(mode, align_corners)
+    _check_output_size(arr.shape[0], out_h, out_w)
     if mode == "nearest":
         (rows,), (cols,) = _taps(arr.shape[1:], (out_h, out_w), mode, None)
         return np.ascontiguousarray(arr[:, rows[:, None], cols[None, :]])

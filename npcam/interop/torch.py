@@ -68,6 +68,11 @@ def _to_numpy(key: str, value: Any) -> np.ndarray:
     """A tensor (any device, any float dtype, with or without autograd) or array → NumPy;
     floating values become float64, integer buffers (``num_batches_tracked``) int64."""
     if hasattr(value, "detach"):  # a torch tensor; duck-typed so no torch import is needed
+        if getattr(value, "is_meta", False):
+            raise ValueError(
+                f"state_dict[{key!r}] is a tensor on the 'meta' device, which holds no values; "
+                "materialise the model (e.g. load its weights) before converting it."
+            )
         t = value.detach().cpu()
         if t.is_floating_point():
             t = t.double()  # also handles bfloat16/float16, which .numpy() may refuse
@@ -104,7 +109,7 @@ def _load_into(architecture: Any, state_dict: Mapping[str, Any]) -> Sequential:
 
 def _plain(module: Any, cls: type) -> bool:
     """``module`` is a ``cls`` whose forward is ``cls``'s own (not overridden)."""
-    return isinstance(module, cls) and type(module).forward is cls.forward
+    return isinstance(module, cls) and getattr(type(module), "forward", None) is getattr(cls, "forward", None)
 
 
 def _where(name: str, module: Any) -> str:
@@ -216,10 +221,25 @@ def _convert_leaf(torch: Any, name: str, m: Any, next_leaf: Any) -> L.Layer | No
     )
 
 
+def _entries(module: Any) -> list[tuple[str, Any]]:
+    """Every child entry of a torch container, a module used twice listed twice."""
+    return [(name, child) for name, child in module._modules.items() if child is not None]
+
+
+def _looks_like_torch_module(obj: Any) -> bool:
+    """True when ``obj``'s class derives from ``torch.nn.Module`` (checked without importing
+    torch, so a wrong argument is named even where torch is not installed)."""
+    return any(
+        c.__name__ == "Module" and c.__module__.startswith("torch.nn") for c in type(obj).__mro__
+    )
+
+
 def _torch_leaves(nn: Any, module: Any, prefix: str) -> list[tuple[str, Any]]:
     """(dotted name, module) of every non-container in execution order."""
     out: list[tuple[str, Any]] = []
-    for name, child in module.named_children():
+    # ``_modules``, not ``named_children()``: the latter lists a module used twice only once,
+    # while torch's forward runs every entry.
+    for name, child in _entries(module):
         full = f"{prefix}{name}"
         if _plain(child, nn.Sequential):
             out.extend(_torch_leaves(nn, child, full + "."))
@@ -229,8 +249,8 @@ def _torch_leaves(nn: Any, module: Any, prefix: str) -> list[tuple[str, Any]]:
 
 
 def _build(nn: Any, module: Any, prefix: str, converted: dict[str, L.Layer | None]) -> Sequential:
-    children: dict[str, L.Layer] = {}
-    for name, child in module.named_children():
+    children: dict[str, L.Layer | Sequential] = {}
+    for name, child in _entries(module):
         full = f"{prefix}{name}"
         if _plain(child, nn.Sequential):
             children[name] = _build(nn, child, full + ".", converted)
@@ -292,6 +312,11 @@ def from_torch(module_or_state_dict: Any, *, architecture: Any = None) -> Sequen
                 "model (or its config()) to load it into, or pass the torch module itself."
             )
         return _load_into(architecture, module_or_state_dict)
+    if not _looks_like_torch_module(module_or_state_dict):
+        raise TypeError(
+            "module_or_state_dict must be a torch.nn.Module or a state_dict, got "
+            f"{describe(module_or_state_dict)}."
+        )
     torch = _import_torch()
     nn = torch.nn
     module = module_or_state_dict

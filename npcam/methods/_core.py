@@ -1,4 +1,4 @@
-r"""CAM, Grad-CAM, the counterfactual map, and the gradient visualisations.
+r"""What every explanation method shares: targets, the default layer, the map, the records.
 
 All class-activation methods share one map (Selvaraju et al. 2017, eq. 2; Zhou et al.
 2016)::
@@ -6,69 +6,56 @@ All class-activation methods share one map (Selvaraju et al. 2017, eq. 2; Zhou e
     M^c_ij = Σ_k weights_k · A^k_ij          (``raw``)
     L^c    = ReLU(M^c)                        (``cam``)
 
-and differ only in where ``weights`` come from — one small function each:
-
-* CAM (needs ``A → GAP → FC``): ``w^c_k``, the FC weight row of class c;
-* Grad-CAM (any architecture): ``α^c_k = (1/Z) Σ_ij ∂y^c/∂A^k_ij`` (eq. 1), Z = h·w;
-* counterfactual (§ 5): ``−α^c_k``, i.e. the gradients negated, so the map shows what
-  lowers y^c.
-
-Under ``A → GAP → FC``, ``∂y^c/∂A^k_ij = w^c_k / Z`` for every (i, j), so ``α = w / Z`` and
-Grad-CAM's map is CAM's map divided by Z (:func:`cam_equivalence` shows it in numbers).
-
-The gradient visualisations backpropagate y^c to the input with a chosen ReLU rule:
-plain gradient (``saliency``), ``deconvnet``, ``guided_backprop``; Guided Grad-CAM is the
-Grad-CAM map upsampled to the input size times the guided-backprop gradient (§ 3.1).
+and differ only in where ``weights`` come from. A gradient-based layer method starts from
+:class:`LayerGradients` — ``A^k``, ``∂y^c/∂A^k``, ``y^c`` and ``c`` at one layer, and the
+trace they came from — computed by :func:`layer_gradients` from one forward and one
+backward pass of any model that implements :class:`npcam.nn.Model`.
 
 ``target``: None → the predicted class (argmax of the logits) per image; an int → the
-same class for every image; a sequence of N ints → one per image; ``"all"`` (CAM,
-Grad-CAM, counterfactual) → every class, with a class axis after N in every per-target
-field, computed from one forward pass and one backward pass through the layers after
-``layer`` with the N·C one-hot seeds stacked along the batch axis.
-
-``score`` selects the scalar y^c per image: ``"logit"`` (the default and the paper's
-choice — the score before softmax), ``"softmax"`` (p_c) or ``"log_softmax"`` (log p_c).
-Softmax saturates: for a confidently classified image p_c ≈ 1 and ∂p_c/∂y ≈ 0, which is a
-common cause of all-zero maps in implementations that differentiate the probability.
+same class for every image; a sequence of N ints → one per image; ``"all"`` (the methods
+with ``supports_all_targets``) → every class, with a class axis after N in every
+per-target field, computed from one forward pass and one backward pass through the layers
+after ``layer`` with the N·C one-hot cotangents stacked along the batch axis.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
-from .._validate import describe
-from ..image import upsample
-from ..nn import layers as L
-from ..nn.functional import log_softmax, softmax
-from ..nn.sequential import Sequential
+from .._validate import as_float_array, describe
+from ..nn.layers import Dropout, Flatten, GlobalAvgPool2d
+from ..nn.trace import Model, Trace, all_finite
+from .scores import check_score, scores_and_cotangent
 
 __all__ = [
-    "SCORES",
-    "CAMEquivalence",
     "CAMResult",
-    "cam",
-    "cam_equivalence",
-    "counterfactual",
-    "deconvnet",
+    "LayerGradients",
+    "Target",
+    "check_model",
     "default_layer",
-    "grad_cam",
-    "gradcam_weights",
-    "gradient_x_input",
-    "guided_backprop",
-    "guided_grad_cam",
-    "saliency",
+    "layer_gradients",
+    "map_result",
+    "resolve_layer",
+    "targets",
     "weighted_map",
 ]
 
-SCORES = ("logit", "softmax", "log_softmax")
 Target = int | Sequence[int] | np.ndarray | str | None
 
 
-@dataclass(frozen=True)
+def _summary(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"<{value.dtype} {value.shape}>"
+    if isinstance(value, Trace):
+        return "Trace(...)"
+    return repr(value)
+
+
+@dataclass(frozen=True, repr=False)
 class CAMResult:
     """Everything a class-activation method computed, as named arrays.
 
@@ -85,35 +72,50 @@ class CAMResult:
     target: np.ndarray  #: c, (N,) int64
     layer: str  #: the target layer's name
 
-
-# ------------------------------------------------------------------- the paper's weights
-def gradcam_weights(gradients: np.ndarray) -> np.ndarray:
-    r"""Grad-CAM's neuron-importance weights (eq. 1): ``α^c_k = (1/Z) Σ_ij ∂y^c/∂A^k_ij``,
-    the global average of the gradients; (..., K, h, w) -> (..., K)."""
-    return gradients.mean(axis=(-2, -1))
+    def __repr__(self) -> str:  # shapes and dtypes, not 35,000 characters of numbers
+        parts = ", ".join(f"{f.name}={_summary(getattr(self, f.name))}" for f in fields(self))
+        return f"CAMResult({parts})"
 
 
-def weighted_map(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
-    r"""``M_ij = Σ_k weights_k · A^k_ij``: (N, [C,] K) with (N, K, h, w) -> (N, [C,] h, w)."""
-    if weights.ndim == 2:
-        return np.einsum("nk,nkhw->nhw", weights, activations, optimize=True)
-    return np.einsum("nck,nkhw->nchw", weights, activations, optimize=True)
+@dataclass(frozen=True, repr=False)
+class LayerGradients:
+    """The raw quantities at one layer, from which every layer method builds its map.
+
+    ``activations`` A^k (N, K, h, w); ``gradients`` ∂y^c/∂A^k, same shape (with
+    ``target="all"``: (N, C, K, h, w)); ``scores`` y^c (N,) or (N, C); ``target`` c,
+    (N,) or (N, C) int64; ``layer`` the layer's name; ``trace`` the forward pass (of the
+    original batch).
+    """
+
+    layer: str
+    activations: np.ndarray
+    gradients: np.ndarray
+    scores: np.ndarray
+    target: np.ndarray
+    trace: Trace
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{f.name}={_summary(getattr(self, f.name))}" for f in fields(self))
+        return f"LayerGradients({parts})"
 
 
 # ------------------------------------------------------------------------- validation
-def _check_model(model: Any) -> Sequential:
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be an npcam.Sequential, got {describe(model)}.")
+def check_model(model: Any) -> Model:
+    """``model`` if it implements the model protocol :class:`npcam.nn.Model`."""
+    if not isinstance(model, Model):
+        raise TypeError(
+            "model must implement the npcam model protocol (run, vjp, run_from, named_nodes, "
+            f"inputs_of, output_name, state_dict), e.g. an npcam.Sequential; got {describe(model)}."
+        )
     return model
 
 
-def _check_score(score: Any) -> str:
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
-    return score
+def check_input(x: Any) -> np.ndarray:
+    """The model input as a finite float64 (N, C, H, W) array."""
+    return as_float_array("x", x, 4, finite=True)
 
 
-def _targets(target: Target, logits: np.ndarray, allow_all: bool) -> np.ndarray:
+def targets(target: Target, logits: np.ndarray, allow_all: bool) -> np.ndarray:
     """The class index per image, (N,) int64 — or (N, C) for ``"all"``."""
     n, num_classes = logits.shape
     if isinstance(target, str):
@@ -121,8 +123,8 @@ def _targets(target: Target, logits: np.ndarray, allow_all: bool) -> np.ndarray:
             raise ValueError(f"target must be None, an int, N ints or 'all', got {target!r}.")
         if not allow_all:
             raise ValueError(
-                "target='all' is supported by cam, grad_cam and counterfactual; "
-                "explain the classes one at a time here."
+                "target='all' is supported by the methods with supports_all_targets "
+                "(npcam.METHODS); explain the classes one at a time here."
             )
         return np.broadcast_to(np.arange(num_classes), (n, num_classes)).copy()
     if target is None:
@@ -132,30 +134,41 @@ def _targets(target: Target, logits: np.ndarray, allow_all: bool) -> np.ndarray:
     if isinstance(target, (int, np.integer)):
         if not 0 <= int(target) < num_classes:
             raise ValueError(f"target must be in [0, {num_classes}), got {int(target)}.")
-        t = np.full(n, int(target), dtype=np.int64)
-    else:
-        arr = np.asarray(target)
-        if arr.dtype.kind not in "iu" or arr.ndim != 1:
-            raise TypeError(f"target must be None, an int, N ints or 'all', got {describe(target)}.")
-        if arr.shape[0] != n:
-            raise ValueError(f"target must give one class per image ({n}), got {arr.shape[0]}.")
-        t = arr.astype(np.int64)
-    if t.min() < 0 or t.max() >= num_classes:
-        raise ValueError(f"target must be in [0, {num_classes}), got {t.tolist()}.")
-    return t
+        return np.full(n, int(target), dtype=np.int64)
+    arr = np.asarray(target)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        raise TypeError(f"target must be None, an int, N ints or 'all', got {describe(target)}.")
+    if arr.shape[0] != n:
+        raise ValueError(f"target must give one class per image ({n}), got {arr.shape[0]}.")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    # Check before any cast: uint64 2**64 − 1 must not be reported as −1.
+    bad = [int(v) for v in arr.tolist() if not 0 <= int(v) < num_classes]
+    if bad:
+        raise ValueError(f"target must be in [0, {num_classes}), got {[int(v) for v in arr.tolist()]}.")
+    return arr.astype(np.int64)
 
 
-def default_layer(model: Sequential) -> str:
-    """DESIGN.md's rule for ``layer=None``: the last leaf before the first global
-    pooling / flattening layer whose recorded output is a 4-D map with h·w > 1.
-    Needs a forward pass first (it reads the recorded shapes)."""
-    leaves = model.named_layers()
+def _node_of(model: Model, trace: Trace, name: str) -> str:
+    """The node whose output ``name`` denotes (a node's name, or one of its aliases)."""
+    nodes = [n for n, _ in model.named_nodes()]
+    if name in nodes:
+        return name
+    value = trace.activations[name]
+    matches = [n for n in nodes if trace.activations.get(n) is value]
+    return matches[-1]
+
+
+def default_layer(model: Model, trace: Trace) -> str:
+    """DESIGN.md's rule for ``layer=None``: the last node before the first global
+    pooling / flattening layer whose output in ``trace`` is a 4-D map with h·w > 1."""
+    nodes = model.named_nodes()
     end = next(
-        (i for i, (_, leaf) in enumerate(leaves) if isinstance(leaf, (L.GlobalAvgPool2d, L.Flatten))),
-        len(leaves),
+        (i for i, (_, leaf) in enumerate(nodes) if isinstance(leaf, (GlobalAvgPool2d, Flatten))),
+        len(nodes),
     )
-    for name, _ in reversed(leaves[:end]):
-        a = model.activations.get(name)
+    for name, _ in reversed(nodes[:end]):
+        a = trace.activations.get(name)
         if a is not None and a.ndim == 4 and a.shape[2] * a.shape[3] > 1:
             return name
     raise ValueError(
@@ -164,232 +177,112 @@ def default_layer(model: Sequential) -> str:
     )
 
 
-def _resolve_layer(model: Sequential, layer: str | None) -> str:
+def resolve_layer(model: Model, trace: Trace, layer: str | None) -> str:
+    """The target layer's name: ``layer`` checked against the trace, or the default."""
     if layer is None:
-        return default_layer(model)
+        return default_layer(model, trace)
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a layer name (str) or None, got {describe(layer)}.")
-    model.leaf_index(layer)  # raises ValueError naming it when unknown
-    a = model.activations[layer]
+    if layer not in trace.activations:
+        names = [n for n in trace.activations]
+        shown = ", ".join(repr(n) for n in names[:40]) + (", ..." if len(names) > 40 else "")
+        raise ValueError(f"layer {layer!r} is not in the model; its layers are {shown}.")
+    a = trace.activations[layer]
     if a.ndim != 4:
         raise ValueError(f"layer {layer!r} must output 4-D feature maps (N, K, h, w), got {a.shape}.")
     return layer
 
 
-# ---------------------------------------------------------------------- score and seed
-def _scores_and_seed(logits: np.ndarray, target: np.ndarray, score: str):
-    r"""``y^c`` per row and its gradient w.r.t. the logits (the backward pass's seed).
+# ---------------------------------------------------------------------- the raw quantities
+def layer_gradients(
+    model: Any, x: Any, target: Target, layer: str | None, score: str, allow_all: bool
+) -> LayerGradients:
+    r"""One forward pass, then ``∂y^c/∂A^k`` at ``layer`` by one backward pass.
 
-    * logit: ``y = z_c``, seed ``e_c`` (one-hot);
-    * softmax: ``y = p_c``, ``∂p_c/∂z_j = p_c([j = c] − p_j)``, seed ``p_c (e_c − p)``;
-    * log_softmax: ``y = log p_c``, seed ``e_c − p``.
+    With ``target="all"`` the layers after ``layer`` run once on N·C stacked copies of A
+    (``model.run_from``) and one backward pass carries the N·C one-hot cotangents (row
+    n·C + c explains class c).
     """
-    rows = np.arange(logits.shape[0])
-    if score == "logit":
-        onehot = np.zeros_like(logits)
-        onehot[rows, target] = 1.0
-        return logits[rows, target], onehot
-    p = softmax(logits)
-    # e_c − p, with its c-th entry 1 − p_c written as Σ_{j≠c} p_j: no cancellation when the
-    # model is confident (p_c → 1), where 1 − p_c would round to 0.
-    d = -p
-    others = p.copy()
-    others[rows, target] = 0.0
-    d[rows, target] = others.sum(axis=1)
-    if score == "softmax":
-        pc = p[rows, target]
-        return pc, pc[:, None] * d
-    return log_softmax(logits)[rows, target], d
-
-
-def _layer_gradients(model, x, target, layer, score, allow_all):
-    """Forward, then ∂y^c/∂A at ``layer``: (layer name, A, gradients, scores, targets)."""
-    model = _check_model(model)
-    score = _check_score(score)
-    logits = model.forward(x)
-    name = _resolve_layer(model, layer)
-    t = _targets(target, logits, allow_all)
-    a = model.activations[name]
+    model = check_model(model)
+    score = check_score(score)
+    trace = model.run(check_input(x))
+    name = resolve_layer(model, trace, layer)
+    t = targets(target, trace.output, allow_all)
+    a = trace.activations[name]
     if t.ndim == 1:
-        y, seed = _scores_and_seed(logits, t, score)
-        g = model.backward(seed, to=name, param_grads=False)
-        return name, a, g, y, t
-    # Every class at once: the head after `layer` runs once on N·C stacked copies of A,
-    # and one backward pass carries N·C one-hot seeds (row n·C + c explains class c).
+        y, cotangent = scores_and_cotangent(trace.output, t, score)
+        g = model.vjp(trace, cotangent, to=name).grad
+        return LayerGradients(name, a, g, y, t, trace)
     n, c = t.shape
-    saved = dict(model.activations)
-    stacked = np.repeat(a, c, axis=0)
-    logits_all = model.forward_from(name, stacked)
-    y, seed = _scores_and_seed(logits_all, t.reshape(-1), score)
-    g = model.backward(seed, to=name, param_grads=False)
-    model.forward_from(name, a)  # leave the head's caches as a plain forward pass would
-    model.activations = saved
-    return name, a, g.reshape(n, c, *a.shape[1:]), y.reshape(n, c), t
+    stacked = model.run_from(trace, name, np.repeat(a, c, axis=0))
+    y, cotangent = scores_and_cotangent(stacked.output, t.reshape(-1), score)
+    g = model.vjp(stacked, cotangent, to=name).grad
+    return LayerGradients(name, a, g.reshape(n, c, *a.shape[1:]), y.reshape(n, c), t, trace)
 
 
-def _result(weights, a, gradients, scores, target, name) -> CAMResult:
+def weighted_map(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    r"""``M_ij = Σ_k weights_k · A^k_ij``: (N, [C,] K) with (N, K, h, w) -> (N, [C,] h, w)."""
+    with np.errstate(all="ignore"):
+        if weights.ndim == 2:
+            return np.einsum("nk,nkhw->nhw", weights, activations, optimize=True)
+        return np.einsum("nck,nkhw->nchw", weights, activations, optimize=True)
+
+
+def map_result(
+    weights: np.ndarray,
+    a: np.ndarray,
+    gradients: np.ndarray | None,
+    scores: np.ndarray,
+    target: np.ndarray,
+    layer: str,
+) -> CAMResult:
+    """The :class:`CAMResult` of ``weights`` on ``a``: ``raw = Σ_k weights_k A^k`` and
+    ``cam = ReLU(raw)``; ``ValueError`` if the weighted sum overflows."""
     raw = weighted_map(weights, a)
-    return CAMResult(np.maximum(raw, 0.0), raw, weights, a, gradients, scores, target, name)
+    if not all_finite(raw):
+        raise ValueError(
+            f"the map of layer {layer!r} overflowed: Σ_k weights_k A^k is not finite although "
+            "the weights and the activations are; their values are too large for float64."
+        )
+    return CAMResult(np.maximum(raw, 0.0), raw, weights, a, gradients, scores, target, layer)
 
 
-# ------------------------------------------------------------------------------ methods
-def grad_cam(
-    model: Sequential, x: np.ndarray, target: Target = None, layer: str | None = None,
-    score: str = "logit",
-) -> CAMResult:
-    r"""Grad-CAM: ``L^c = ReLU(Σ_k α^c_k A^k)`` with ``α^c_k = (1/Z) Σ_ij ∂y^c/∂A^k_ij``.
-
-    Works on any architecture. ``layer`` names the feature maps A (default: the last
-    4-D map before global pooling / flattening). See the module docstring for ``target``
-    and ``score``.
-    """
-    name, a, g, y, t = _layer_gradients(model, x, target, layer, score, allow_all=True)
-    return _result(gradcam_weights(g), a, g, y, t, name)
+def input_gradient(
+    model: Any, x: Any, target: Target, score: str, relu_rule: str
+) -> tuple[np.ndarray, Trace, np.ndarray]:
+    """``(∂y^c/∂x, trace, c)`` with the given ReLU backward rule."""
+    model = check_model(model)
+    score = check_score(score)
+    trace = model.run(check_input(x))
+    t = targets(target, trace.output, allow_all=False)
+    _, cotangent = scores_and_cotangent(trace.output, t, score)
+    return model.vjp(trace, cotangent, relu_rule=relu_rule).grad, trace, t
 
 
-def counterfactual(
-    model: Sequential, x: np.ndarray, target: Target = None, layer: str | None = None,
-    score: str = "logit",
-) -> CAMResult:
-    r"""The counterfactual explanation (§ 5): Grad-CAM with negated gradients.
-
-    ``weights = −α^c``, ``raw = −M^c``, ``cam = ReLU(−M^c)``: the regions whose removal
-    would raise y^c. ``gradients`` holds the un-negated ∂y^c/∂A, so that
-    ``grad_cam(...).cam − counterfactual(...).cam == grad_cam(...).raw``.
-    """
-    name, a, g, y, t = _layer_gradients(model, x, target, layer, score, allow_all=True)
-    return _result(-gradcam_weights(g), a, g, y, t, name)
-
-
-def _cam_head(model: Sequential, name: str) -> L.Linear:
+def cam_head(model: Model, trace: Trace, name: str) -> Any:
     """The Linear layer of an exact ``GAP → [Flatten] → Linear`` head after ``name``
-    (Dropout, the identity at inference, may stand between); else ValueError."""
-    after = [leaf for _, leaf in model.named_layers()[model.leaf_index(name) + 1 :]]
-    kinds = [type(leaf) for leaf in after if not isinstance(leaf, L.Dropout)]
-    if kinds in ([L.GlobalAvgPool2d, L.Linear], [L.GlobalAvgPool2d, L.Flatten, L.Linear]):
-        return after[-1]  # type: ignore[return-value]
+    (Dropout, the identity at inference, may stand between), read from the model's
+    structure (``named_nodes``, ``inputs_of``); else ``ValueError``."""
+    from ..nn.layers import Linear
+
+    layers = dict(model.named_nodes())
+    consumers: dict[str, list[str]] = {}
+    for n, _ in model.named_nodes():
+        for i in model.inputs_of(n):
+            consumers.setdefault(i, []).append(n)
+    node = _node_of(model, trace, name)
+    chain: list[Any] = []
+    while True:
+        after = consumers.get(node, [])
+        if len(after) != 1:
+            break
+        node = after[0]
+        chain.append(layers[node])
+    kinds = [type(leaf) for leaf in chain if not isinstance(leaf, Dropout)]
+    if kinds in ([GlobalAvgPool2d, Linear], [GlobalAvgPool2d, Flatten, Linear]) and node == model.output_name:
+        return chain[-1]
     found = " -> ".join(k.__name__ for k in kinds) or "nothing"
     raise ValueError(
         f"CAM needs layer {name!r} to be followed by exactly GlobalAvgPool2d -> [Flatten] -> "
         f"Linear, but it is followed by {found}; grad_cam works on any architecture."
     )
-
-
-def cam(
-    model: Sequential, x: np.ndarray, target: Target = None, layer: str | None = None
-) -> CAMResult:
-    r"""CAM (Zhou et al. 2016): ``M^c_ij = Σ_k w^c_k A^k_ij``, ``w^c`` the FC weight row.
-
-    Only for models whose ``layer`` is followed by exactly GAP → [Flatten] → Linear.
-    npcam's ``raw`` has no 1/Z: the seed document's M (with 1/Z inside) is ``raw / Z``,
-    and ``y^c − b_c = (1/Z) Σ_ij raw_ij``. ``scores`` are the logits y^c.
-    """
-    model = _check_model(model)
-    logits = model.forward(x)
-    name = _resolve_layer(model, layer)
-    fc = _cam_head(model, name)
-    t = _targets(target, logits, allow_all=True)
-    a = model.activations[name]
-    w = fc.weight[t]  # (N, K) or (N, C, K): the class rows w^c
-    y = np.take_along_axis(logits, t if t.ndim == 2 else t[:, None], axis=1)
-    return _result(w, a, None, y if t.ndim == 2 else y[:, 0], t, name)
-
-
-def _input_gradient(model, x, target, score, relu) -> np.ndarray:
-    model = _check_model(model)
-    score = _check_score(score)
-    logits = model.forward(x)
-    t = _targets(target, logits, allow_all=False)
-    _, seed = _scores_and_seed(logits, t, score)
-    return model.backward(seed, to=None, relu=relu, param_grads=False)
-
-
-def saliency(
-    model: Sequential, x: np.ndarray, target: Target = None, score: str = "logit"
-) -> np.ndarray:
-    r"""The plain input gradient ``∂y^c/∂x`` (Simonyan et al. 2014), (N, C, H, W)."""
-    return _input_gradient(model, x, target, score, "standard")
-
-
-def gradient_x_input(
-    model: Sequential, x: np.ndarray, target: Target = None, score: str = "logit"
-) -> np.ndarray:
-    r"""``x ⊙ ∂y^c/∂x``, (N, C, H, W)."""
-    return saliency(model, x, target, score) * model.input
-
-
-def guided_backprop(
-    model: Sequential, x: np.ndarray, target: Target = None, score: str = "logit"
-) -> np.ndarray:
-    r"""Guided backpropagation (Springenberg et al. 2014): ``∂y^c/∂x`` with every ReLU
-    passing back ``g·[x > 0]·[g > 0]`` (only positive signal through active units);
-    (N, C, H, W)."""
-    return _input_gradient(model, x, target, score, "guided")
-
-
-def deconvnet(
-    model: Sequential, x: np.ndarray, target: Target = None, score: str = "logit"
-) -> np.ndarray:
-    r"""Deconvnet (Zeiler & Fergus 2014): ``∂y^c/∂x`` with every ReLU passing back
-    ``ReLU(g)``, ignoring the forward activation; (N, C, H, W)."""
-    return _input_gradient(model, x, target, score, "deconvnet")
-
-
-def guided_grad_cam(
-    model: Sequential, x: np.ndarray, target: Target = None, layer: str | None = None,
-    mode: str = "bilinear", score: str = "logit",
-) -> np.ndarray:
-    r"""Guided Grad-CAM (§ 3.1): ``upsample(L^c_Grad-CAM to H×W) ⊙ guided backprop``,
-    the map broadcast over the input channels; (N, C, H, W).
-
-    ``mode`` is the upsampling (``"bilinear"`` with half-pixel centres, or
-    ``"nearest"``, as :func:`npcam.upsample`).
-    """
-    if isinstance(target, str):
-        _targets(target, np.zeros((1, 1)), allow_all=False)  # the same message as elsewhere
-    r = grad_cam(model, x, target, layer, score)
-    # grad_cam's forward pass is still cached: only the guided backward pass is new.
-    logits = model.activations[model.named_layers()[-1][0]]
-    _, seed = _scores_and_seed(logits, r.target, score)
-    gb = model.backward(seed, to=None, relu="guided", param_grads=False)
-    up = upsample(r.cam, gb.shape[2:], mode=mode)
-    return up[:, None] * gb
-
-
-# ------------------------------------------------------------------ the seed's proof
-@dataclass(frozen=True)
-class CAMEquivalence:
-    """The seed's proof that Grad-CAM generalises CAM, in numbers.
-
-    ``weight_error = max|Z·α^c − w^c| / max|w^c|`` and
-    ``map_error = max|Z·M_Grad-CAM − M_CAM| / max_ij Σ_k |w^c_k A^k_ij|``; the identity
-    holds when both are ≤ ``tolerance`` (1e-12: float64 round-off, not an approximation).
-    """
-
-    Z: int
-    weight_error: float
-    map_error: float
-    tolerance: float
-    holds: bool
-
-
-def cam_equivalence(
-    model: Sequential, x: np.ndarray, target: Target = None, layer: str | None = None,
-    tolerance: float = 1e-12,
-) -> CAMEquivalence:
-    r"""Check ``Σ_ij ∂y^c/∂A^k_ij = w^c_k`` (so ``Z·α^c = w^c``) and ``Z·L_Grad-CAM = L_CAM``
-    on a model with a GAP → FC head.
-
-    The chain rule through ``F^k = (1/Z) Σ_ij A^k_ij`` and ``y^c = Σ_k w^c_k F^k + b_c``
-    gives ``∂y^c/∂A^k_ij = ∂y^c/∂F^k · ∂F^k/∂A^k_ij = w^c_k · (1/Z)`` at every (i, j); the
-    seed's step "∂Y/∂F = (∂Y/∂A)/(∂F/∂A)" is this chain rule written as a quotient.
-    """
-    c = cam(model, x, target, layer)
-    g = grad_cam(model, x, "all" if c.target.ndim == 2 else c.target, c.layer)
-    z = int(c.activations.shape[2] * c.activations.shape[3])
-    w_scale = max(float(np.abs(c.weights).max()), np.finfo(float).tiny)
-    w_err = float(np.abs(z * g.weights - c.weights).max()) / w_scale
-    terms = np.abs(weighted_map(np.abs(c.weights), np.abs(c.activations)))
-    m_scale = max(float(terms.max()), np.finfo(float).tiny)
-    m_err = float(np.abs(z * g.raw - c.raw).max()) / m_scale
-    return CAMEquivalence(z, w_err, m_err, tolerance, bool(w_err <= tolerance and m_err <= tolerance))

@@ -26,7 +26,7 @@ def fold_batchnorm(model: Sequential) -> Sequential:
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be an npcam.Sequential, got {describe(model)}.")
     items = list(model.children.items())
-    out: dict[str, L.Layer] = {}
+    out: dict[str, L.Layer | Sequential] = {}
     i = 0
     while i < len(items):
         name, layer = items[i]

@@ -21,20 +21,18 @@ choose; these are PyTorch's choices):
 
 from __future__ import annotations
 
-import threading
 from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
-    "CONV_CHUNK_BYTES",
     "BatchNormCache",
     "Conv2dCache",
     "LinearCache",
     "MaxPool2dCache",
     "ReLUCache",
-    "RELU_MODES",
+    "RELU_RULES",
     "batch_norm2d_backward",
     "batch_norm2d_forward",
     "conv2d_backward",
@@ -48,21 +46,19 @@ __all__ = [
     "global_avg_pool2d_forward",
     "linear_backward",
     "linear_forward",
+    "SoftmaxCache",
     "log_softmax",
+    "log_softmax_backward",
+    "log_softmax_forward",
     "max_pool2d_backward",
     "max_pool2d_forward",
     "relu_backward",
     "relu_forward",
     "softmax",
+    "softmax_backward",
     "softmax_cross_entropy",
+    "softmax_forward",
 ]
-
-# The column matrix of a convolution (C·kH·kW rows, one column per output pixel) is built
-# for a tile of images, or of output rows of one image, at a time so that its size stays
-# near this budget: memory stays bounded for large inputs while each matrix product is
-# still large enough for BLAS (32 MiB measured best on the VGG-style benchmark).
-CONV_CHUNK_BYTES = 32 * 2**20
-
 
 # --------------------------------------------------------------------------- convolution
 class Conv2dCache(NamedTuple):
@@ -86,51 +82,9 @@ def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
-# One scratch buffer per thread for column matrices: reusing it spares the page faults
-# of a fresh allocation per tile, and a tile small enough to stay in cache is read by the
-# matrix product right after it is written.
-_WORKSPACE = threading.local()
-
-
-def _workspace(size: int, dtype: np.dtype) -> np.ndarray:
-    buffers = _WORKSPACE.__dict__.setdefault("buffers", {})
-    buf = buffers.get(dtype)
-    if buf is None or buf.size < size:
-        buf = buffers[dtype] = np.empty(size, dtype=dtype)
-    return buf[:size]
-
-
-def _tiles(n: int, h_out: int, bytes_per_row: int):
-    """(images, output rows) blocks whose column matrix fits ``CONV_CHUNK_BYTES``:
-    several whole images when they fit, else bands of output rows of one image."""
-    rows = max(1, CONV_CHUNK_BYTES // max(bytes_per_row, 1))
-    if rows >= h_out:
-        step = max(1, rows // h_out)
-        for start in range(0, n, step):
-            yield slice(start, min(start + step, n)), slice(0, h_out)
-    else:
-        for image in range(n):
-            for r in range(0, h_out, rows):
-                yield slice(image, image + 1), slice(r, min(r + rows, h_out))
-
-
 def _windows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
     """The input window of every output pixel: a view (N, C, H_out, W_out, kH, kW)."""
     return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-
-
-def _columns(windows: np.ndarray, images: slice, rows: slice) -> np.ndarray:
-    """The column matrix of a tile: (n, C·kH·kW, rows·W_out), in the workspace.
-
-    Column (h, w) holds the input window that output pixel (h, w) sees, ordered (c, i, j)
-    like the weight's last three axes, so the convolution is one matrix product.
-    """
-    tile = windows[images, :, rows]  # (n, C, r, W_out, kH, kW)
-    n, c, r, w_out, kh, kw = tile.shape
-    cols = _workspace(n * c * kh * kw * r * w_out, tile.dtype).reshape(n, c, kh, kw, r, w_out)
-    # The copy reads whole output rows (the last axis) at a time.
-    np.copyto(cols, tile.transpose(0, 1, 4, 5, 2, 3))
-    return cols.reshape(n, c * kh * kw, r * w_out)
 
 
 def conv2d_forward(
@@ -142,24 +96,18 @@ def conv2d_forward(
 ) -> tuple[np.ndarray, Conv2dCache]:
     r"""2-D cross-correlation (what deep learning calls convolution).
 
-    With the input zero-padded by ``p`` and stride ``s``::
+    x (N, C, H, W), W (F, C, kH, kW), b (F,). With the input zero-padded by ``p`` and
+    stride ``s``::
 
         out[n, f, h, w] = b[f] + Σ_{c,i,j} W[f, c, i, j] · x_pad[n, c, s_h·h + i, s_w·w + j]
 
-    computed as matrix products: the weight as an (F, C·kH·kW) matrix times the column
-    matrix of input windows (C·kH·kW, H_out·W_out), built for a tile of images or of
-    output rows at a time so that its memory stays within ``CONV_CHUNK_BYTES``.
+    Written as it reads: the windows ``x_pad[n, c, s_h·h + i, s_w·w + j]`` are a strided
+    view (no copy) of shape (N, C, H_out, W_out, kH, kW), contracted with W over (c, i, j).
+    Layers use the tiled engine of :mod:`npcam.nn._conv`, tested equal to this.
     """
-    n, c = x.shape[:2]
-    f, _, kh, kw = weight.shape
+    kh, kw = weight.shape[2:]
     windows = _windows(_pad(x, *padding), kh, kw, *stride)
-    h_out, w_out = windows.shape[2:4]
-    w2 = weight.reshape(f, c * kh * kw)
-    out = np.empty((n, f, h_out * w_out), dtype=np.result_type(w2, windows))
-    for images, rows in _tiles(n, h_out, 8 * c * kh * kw * w_out):  # bounded memory
-        np.matmul(w2, _columns(windows, images, rows),
-                  out=out[images, :, rows.start * w_out : rows.stop * w_out])
-    out = out.reshape(n, f, h_out, w_out)
+    out = np.einsum("nchwij,fcij->nfhw", windows, weight, optimize=True)
     if bias is not None:
         out += bias[None, :, None, None]
     return out, Conv2dCache(x, weight, stride, padding, bias is not None)
@@ -169,7 +117,7 @@ def conv2d_backward(
     dout: np.ndarray, cache: Conv2dCache, param_grads: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     r"""Gradients of a convolution: ``(dx, dW, db)``; dW and db are None unless
-    ``param_grads``.
+    ``param_grads``. dout (N, F, H_out, W_out).
 
     From the forward equation, each weight meets every output pixel and each input pixel
     meets every output whose window covers it::
@@ -178,53 +126,34 @@ def conv2d_backward(
         ∂L/∂W[f, c, i, j] = Σ_{n,h,w} dout[n, f, h, w] · x_pad[n, c, s_h·h + i, s_w·w + j]
         ∂L/∂x_pad[n,c,r,q] = Σ_{f,i,j : s_h·h+i = r, s_w·w+j = q} dout[n, f, h, w] · W[f, c, i, j]
 
-    In matrix form, with ``cols`` the forward's column matrix and ``W₂`` the weight as an
-    (F, C·kH·kW) matrix: ``dW₂ = Σ_n dout_n · cols_nᵀ`` and ``dcols_n = W₂ᵀ · dout_n``.
-    The input gradient is the *transposed convolution*: every column of ``dcols`` is
-    scattered back, added onto the window it was read from — one strided slice of
-    ``x_pad`` per kernel offset (i, j), i.e. kH·kW vectorised additions. Then the padding
-    is cut off. Input rows that no window reached (when ``H + 2p − k`` is not a multiple
-    of ``s``) keep a zero gradient, as they should.
+    The input gradient is the *transposed convolution*: for each kernel offset (i, j),
+    ``Σ_f dout[n, f, h, w] · W[f, c, i, j]`` is added onto the strided slice
+    ``x_pad[:, :, i + s_h·h, j + s_w·w]`` it was read from — a loop over the kH·kW offsets
+    only, each a whole-array operation. Then the padding is cut off. Input rows that no
+    window reached (when ``H + 2p − k`` is not a multiple of ``s``) keep a zero gradient.
     """
-    x = cache.x
+    x, weight = cache.x, cache.weight
     n, c, h, w = x.shape
-    f, _, kh, kw = cache.weight.shape
-    sh, sw = cache.stride
-    ph, pw = cache.padding
+    kh, kw = weight.shape[2:]
+    (sh, sw), (ph, pw) = cache.stride, cache.padding
     h_out, w_out = dout.shape[2:]
-    dout3 = dout.reshape(n, f, h_out * w_out)
-    w2 = cache.weight.reshape(f, c * kh * kw)
-    tiles = list(_tiles(n, h_out, 8 * c * kh * kw * w_out))
-
-    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=np.result_type(w2, dout3))
-    for images, rows in tiles:
-        r0, r1 = rows.start, rows.stop
-        dtype = np.result_type(w2, dout3)
-        dcols = _workspace((images.stop - images.start) * c * kh * kw * (r1 - r0) * w_out, dtype)
-        dcols = dcols.reshape(-1, c * kh * kw, (r1 - r0) * w_out)
-        np.matmul(w2.T, dout3[images, :, r0 * w_out : r1 * w_out], out=dcols)
-        dcols = dcols.reshape(-1, c, kh, kw, r1 - r0, w_out)
-        block = dxp[images]
-        for i in range(kh):  # the kernel offsets: kH·kW whole-tile additions
-            rows_in = slice(r0 * sh + i, (r1 - 1) * sh + i + 1, sh)
-            for j in range(kw):
-                block[:, :, rows_in, j : j + sw * (w_out - 1) + 1 : sw] += dcols[:, :, i, j]
-    dx = dxp if ph == 0 and pw == 0 else np.ascontiguousarray(dxp[:, :, ph : ph + h, pw : pw + w])
-
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=np.result_type(weight, dout))
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i, i + sh * (h_out - 1) + 1, sh)
+            cols = slice(j, j + sw * (w_out - 1) + 1, sw)
+            dxp[:, :, rows, cols] += np.einsum("nfhw,fc->nchw", dout, weight[:, :, i, j], optimize=True)
+    dx = dxp[:, :, ph : ph + h, pw : pw + w]
     if not param_grads:
-        return dx, None, None
+        return np.ascontiguousarray(dx), None, None
     windows = _windows(_pad(x, ph, pw), kh, kw, sh, sw)
-    dw = np.zeros((f, c * kh * kw), dtype=np.result_type(w2, dout3, windows))
-    for images, rows in tiles:
-        cols = _columns(windows, images, rows)
-        part = dout3[images, :, rows.start * w_out : rows.stop * w_out]
-        dw += np.matmul(part, cols.transpose(0, 2, 1)).sum(axis=0)
+    dw = np.einsum("nfhw,nchwij->fcij", dout, windows, optimize=True)
     db = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
-    return dx, dw.reshape(cache.weight.shape), db
+    return np.ascontiguousarray(dx), dw, db
 
 
 # --------------------------------------------------------------------------------- ReLU
-RELU_MODES = ("standard", "guided", "deconvnet")
+RELU_RULES = ("standard", "guided", "deconvnet")
 
 
 class ReLUCache(NamedTuple):
@@ -239,7 +168,7 @@ def relu_forward(x: np.ndarray) -> tuple[np.ndarray, ReLUCache]:
     return out, ReLUCache(out)
 
 
-def relu_backward(dout: np.ndarray, cache: ReLUCache, mode: str = "standard") -> np.ndarray:
+def relu_backward(dout: np.ndarray, cache: ReLUCache, relu_rule: str = "standard") -> np.ndarray:
     r"""The signal a ReLU passes back, under one of three rules (Springenberg et al. 2014):
 
     * ``"standard"`` — the true derivative: ``dx = dout · [x > 0]`` (ReLU'(0) = 0);
@@ -248,13 +177,13 @@ def relu_backward(dout: np.ndarray, cache: ReLUCache, mode: str = "standard") ->
     * ``"guided"`` — guided backpropagation: ``dx = dout · [x > 0] · [dout > 0]``, both
       masks at once.
     """
-    if mode == "standard":
+    if relu_rule == "standard":
         return np.where(cache.out > 0, dout, 0.0)
-    if mode == "guided":
+    if relu_rule == "guided":
         return np.where((cache.out > 0) & (dout > 0), dout, 0.0)
-    if mode == "deconvnet":
+    if relu_rule == "deconvnet":
         return np.where(dout > 0, dout, 0.0)
-    raise ValueError(f"mode must be one of {RELU_MODES}, got {mode!r}.")
+    raise ValueError(f"relu_rule must be one of {RELU_RULES}, got {relu_rule!r}.")
 
 
 # ----------------------------------------------------------------------------- max-pool
@@ -444,6 +373,51 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 def softmax(logits: np.ndarray) -> np.ndarray:
     r"""``p_c = exp(y_c) / Σ_j exp(y_j)`` along the last axis."""
     return np.exp(log_softmax(logits))
+
+
+class SoftmaxCache(NamedTuple):
+    log_p: np.ndarray  # log-probabilities: p and, accurately, 1 − p follow from them
+
+
+def log_softmax_forward(logits: np.ndarray) -> tuple[np.ndarray, SoftmaxCache]:
+    r"""``log p = log_softmax(logits)`` along the last axis, (N, K) -> (N, K)."""
+    log_p = log_softmax(logits)
+    return log_p, SoftmaxCache(log_p)
+
+
+def log_softmax_backward(dout: np.ndarray, cache: SoftmaxCache) -> np.ndarray:
+    r"""``∂L/∂y_j = dout_j − p_j Σ_k dout_k`` (since ``∂ log p_k/∂y_j = [j = k] − p_j``).
+
+    Written as ``dout_j (1 − p_j) − p_j Σ_{k≠j} dout_k`` with ``1 − p_j`` computed as
+    ``Σ_{i≠j} p_i`` (a sum of the other probabilities, before and after j), so nothing
+    cancels when the model is confident: for the one-hot ``dout = e_c`` of a score, the
+    c-th entry ``1 − p_c`` keeps full relative precision as ``p_c → 1``, where ``1 − p_c``
+    computed from ``p_c`` would round to 0.
+    """
+    p = np.exp(cache.log_p)
+    before = np.cumsum(p, axis=-1)
+    after = np.cumsum(p[..., ::-1], axis=-1)[..., ::-1]
+    others = np.zeros_like(p)  # Σ_{i<j} p_i + Σ_{i>j} p_i, no subtraction
+    others[..., 1:] += before[..., :-1]
+    others[..., :-1] += after[..., 1:]
+    total = dout.sum(axis=-1, keepdims=True)
+    return dout * others - p * (total - dout)
+
+
+def softmax_forward(logits: np.ndarray) -> tuple[np.ndarray, SoftmaxCache]:
+    r"""``p = softmax(logits)`` along the last axis, (N, K) -> (N, K)."""
+    log_p = log_softmax(logits)
+    return np.exp(log_p), SoftmaxCache(log_p)
+
+
+def softmax_backward(dout: np.ndarray, cache: SoftmaxCache) -> np.ndarray:
+    r"""``∂L/∂y_j = p_j (dout_j − Σ_k dout_k p_k)`` (since ``∂p_k/∂y_j = p_k([j = k] − p_j)``).
+
+    That is the log-softmax backward of ``p ⊙ dout`` (``∂p/∂y = diag(p) ∂ log p/∂y``), which
+    inherits its accuracy: for ``dout = e_c`` the c-th entry is ``p_c (1 − p_c)`` without
+    cancellation.
+    """
+    return log_softmax_backward(np.exp(cache.log_p) * dout, cache)
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:

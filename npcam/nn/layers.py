@@ -1,9 +1,11 @@
-"""Layers: the functional forward/backward pairs together with their parameters and caches.
+"""Layers: the functional forward/backward pairs together with their parameters.
 
 Parameters use PyTorch's names, shapes and default initialisation, so that a layer here
-and ``torch.nn``'s layer of the same name hold the same ``state_dict``. Each layer
-remembers what its last ``forward`` needs for ``backward``; a layer therefore explains one
-batch at a time.
+and ``torch.nn``'s layer of the same name hold the same ``state_dict``. A layer keeps no
+cache: ``out, cache = layer.run(x)`` returns what its backward pass needs, and
+``dx, grads = layer.vjp(dout, cache)`` uses it, so one layer instance may be called at
+several places of a model, and by several threads at once. Models keep the caches of a
+forward pass in a :class:`~npcam.nn.Trace`.
 
 A new layer is in evaluation mode (``training = False``): npcam explains trained models.
 Only ``BatchNorm2d`` behaves differently in training mode.
@@ -11,15 +13,22 @@ Only ``BatchNorm2d`` behaves differently in training mode.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .._validate import as_float_array, as_pair, as_positive_int, describe
+from .._validate import (
+    MAX_CHANNELS,
+    MAX_KERNEL_SIZE,
+    MAX_LAYER_PARAMETERS,
+    as_float_array,
+    as_pair,
+    as_positive_int,
+    describe,
+)
+from . import _conv
 from . import functional as F
+from .trace import RELU_RULES
 
 __all__ = [
     "BatchNorm2d",
@@ -35,27 +44,11 @@ __all__ = [
 
 RngLike = np.random.Generator | int | None
 
-# True while a model runs its layers on an input it has already checked for NaN/inf: a
-# layer's output is then finite by construction, and the per-layer scan can be skipped.
-_VALUES_CHECKED: ContextVar[bool] = ContextVar("npcam_values_checked", default=False)
-
-
-@contextmanager
-def values_checked() -> Iterator[None]:
-    """Within this block, layers skip the NaN/inf scan of their inputs (shapes are still
-    checked). Used by :class:`npcam.Sequential` after checking the model's input."""
-    token = _VALUES_CHECKED.set(True)
-    try:
-        yield
-    finally:
-        _VALUES_CHECKED.reset(token)
-
-
-def _finite() -> bool:
-    return not _VALUES_CHECKED.get()
-
-
-def _rng(rng: RngLike) -> np.random.Generator:
+def _rng(rng: RngLike | bool) -> np.random.Generator | None:
+    # rng=False: no initialisation (zeros, whose pages the OS maps lazily) for a layer whose
+    # parameters are about to be loaded, e.g. from a file whose shapes were checked first.
+    if rng is False:
+        return None
     if isinstance(rng, np.random.Generator):
         return rng
     if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
@@ -63,19 +56,29 @@ def _rng(rng: RngLike) -> np.random.Generator:
     raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {describe(rng)}.")
 
 
-def _kaiming_uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+def _kaiming_uniform(rng: np.random.Generator | None, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
     # PyTorch's default: kaiming_uniform_(a=√5) gives bound gain·sqrt(3/fan_in) with
     # gain = sqrt(2/(1 + a²)) = sqrt(1/3), i.e. bound = 1/sqrt(fan_in); the bias uses the
     # same bound. Same distribution as torch, not the same numbers.
+    if rng is None:
+        return np.zeros(shape)
     bound = 1.0 / np.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape)
 
 
 class Layer:
-    """Base class: a named set of parameters and buffers, a forward and a backward.
+    """Base class: parameters, buffers, a configuration, and a stateless forward/backward.
 
     Subclasses list their trainable parameters in ``param_names`` and their other saved
-    state (running statistics) in ``buffer_names``; parameter gradients land in ``grads``.
+    state (running statistics) in ``buffer_names``, and implement two methods:
+
+    * ``_forward(x) -> (out, cache)`` on a float64 array whose values were checked;
+    * ``_backward(dout, cache, relu_rule, param_grads) -> (dx, grads)``, ``grads`` a dict
+      parameter name → ∂L/∂parameter (empty unless ``param_grads``).
+
+    Assigning a parameter or buffer checks it: ``conv.weight = w`` must be a finite real
+    array of the layer's parameter shape (a ``ValueError`` names the layer, the parameter
+    and the shape expected).
     """
 
     param_names: ClassVar[tuple[str, ...]] = ()
@@ -83,9 +86,6 @@ class Layer:
 
     def __init__(self) -> None:
         self.training = False
-        self.grads: dict[str, np.ndarray] = {}
-        self._cache: Any = None
-        self._out_shape: tuple[int, ...] = ()
 
     # -- state -------------------------------------------------------------------------
     def params(self) -> dict[str, np.ndarray]:
@@ -96,57 +96,91 @@ class Layer:
         return {n: getattr(self, n) for n in self.buffer_names}
 
     def config(self) -> dict[str, Any]:
-        """A JSON-able description from which :func:`layer_from_config` rebuilds the layer
-        (architecture only; the weights travel in the ``state_dict``)."""
+        """A JSON-able description from which :func:`npcam.nn.config.layer_from_config`
+        rebuilds the layer (architecture only; the weights travel in the ``state_dict``)."""
         return {"type": type(self).__name__}
 
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape every parameter and buffer must have (from the configuration)."""
+        return {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in type(self).param_names or name in type(self).buffer_names:
+            value = self._checked_parameter(name, value)
+        object.__setattr__(self, name, value)
+
+    def _checked_parameter(self, name: str, value: Any) -> Any:
+        if value is None:
+            if name == "bias":
+                return None
+            raise TypeError(f"{type(self).__name__}.{name} must be an array, got None.")
+        what = f"{type(self).__name__}.{name}"
+        if name == "num_batches_tracked":
+            arr = np.asarray(value)
+            if arr.shape != () or arr.dtype.kind not in "iu":
+                raise ValueError(f"{what} must be an integer scalar, got {describe(value)}.")
+            return arr.astype(np.int64)
+        arr = np.array(as_float_array(what, value, finite=True), dtype=np.float64)
+        expected = self.parameter_shapes().get(name)
+        if expected is not None and arr.shape != expected:
+            raise ValueError(f"{what} must have shape {expected}, got {arr.shape}.")
+        return arr
+
     # -- computation -------------------------------------------------------------------
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """This layer's output for ``x``; remembers what ``backward`` needs."""
-        out = self._forward(x)
-        self._out_shape = out.shape
-        return out
+    def run(self, x: Any) -> tuple[np.ndarray, Any]:
+        """``(out, cache)``: this layer's output for ``x`` and what :meth:`vjp` needs.
 
-    def backward(
-        self, dout: np.ndarray, relu: str = "standard", param_grads: bool = True
-    ) -> np.ndarray:
-        """Gradient w.r.t. this layer's input, given ``dout`` w.r.t. its output (of the
-        last ``forward``, whose shape ``dout`` must have).
-
-        ``relu`` selects the ReLU backward rule (only ``ReLU`` reads it); with
-        ``param_grads`` the parameter gradients are stored in ``self.grads``.
+        Nothing is stored on the layer.
         """
-        self._need_cache()
-        dout = as_float_array("dout", dout, finite=_finite())
-        if dout.shape != self._out_shape:
+        x = as_float_array(f"the input of {type(self).__name__}", x, finite=True)
+        with np.errstate(all="ignore"):
+            out, cache = self._forward(x)
+        return out, (out.shape, cache)
+
+    def vjp(
+        self, dout: Any, cache: Any, relu_rule: str = "standard", param_grads: bool = False
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(dx, grads)``: the gradient w.r.t. this layer's input given ``dout`` w.r.t. its
+        output, for the call that returned ``cache``; ``grads`` holds the parameter
+        gradients when ``param_grads`` (else it is empty).
+
+        ``relu_rule`` selects the ReLU backward rule (only ``ReLU`` reads it).
+        """
+        if not (isinstance(cache, tuple) and len(cache) == 2 and isinstance(cache[0], tuple)):
+            raise TypeError(f"cache must be the second value returned by {type(self).__name__}.run.")
+        if relu_rule not in RELU_RULES:
+            raise ValueError(f"relu_rule must be one of {RELU_RULES}, got {relu_rule!r}.")
+        shape, inner = cache
+        dout = as_float_array("dout", dout, finite=True)
+        if dout.shape != shape:
             raise ValueError(
-                f"dout must have the shape of the output of {type(self).__name__}, "
-                f"{self._out_shape}, got {dout.shape}."
+                f"dout must have the shape of the output of {type(self).__name__}, {shape}, "
+                f"got {dout.shape}."
             )
-        return self._backward(dout, relu, param_grads)
+        with np.errstate(all="ignore"):
+            return self._backward(dout, inner, relu_rule, bool(param_grads))
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def forward(self, x: Any) -> np.ndarray:
+        """This layer's output for ``x`` (``run(x)[0]``)."""
+        return self.run(x)[0]
 
-    def _backward(self, dout: np.ndarray, relu: str, param_grads: bool) -> np.ndarray:
-        raise NotImplementedError
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: Any) -> np.ndarray:
         return self.forward(x)
 
-    def _need_cache(self) -> Any:
-        if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward.")
-        return self._cache
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
 
-    def _check_input(self, x: Any, ndim: int, channels: int | None = None) -> np.ndarray:
+    def _backward(
+        self, dout: np.ndarray, cache: Any, relu_rule: str, param_grads: bool
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def _check_shape(self, x: np.ndarray, ndim: int, channels: int | None = None) -> None:
         name = f"the input of {type(self).__name__}"
-        x = as_float_array(name, x, ndim, finite=_finite())
+        if x.ndim != ndim:
+            raise ValueError(f"{name} must be a {ndim}-D array, got {x.ndim}-D with shape {x.shape}.")
         if channels is not None and x.shape[1] != channels:
-            raise ValueError(
-                f"{name} must have {channels} channels (axis 1), got shape {x.shape}."
-            )
-        return x
+            raise ValueError(f"{name} must have {channels} channels (axis 1), got shape {x.shape}.")
 
     def __repr__(self) -> str:
         args = ", ".join(
@@ -155,10 +189,42 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def _bounded(name: str, value: Any, bound: int, *, minimum: int = 1) -> int:
+    v = as_positive_int(name, value, minimum=minimum)
+    if v > bound:
+        raise ValueError(f"{name} must be at most {bound}, got {v}.")
+    return v
+
+
+def _bounded_pair(name: str, value: Any, bound: int, *, minimum: int = 1) -> tuple[int, int]:
+    pair = as_pair(name, value, minimum=minimum)
+    if max(pair) > bound:
+        raise ValueError(f"{name} must be at most {bound}, got {pair}.")
+    return pair
+
+
+def _check_parameter_count(layer: str, count: int) -> None:
+    if count > MAX_LAYER_PARAMETERS:
+        raise ValueError(
+            f"{layer} would hold {count} parameters, more than MAX_LAYER_PARAMETERS = "
+            f"{MAX_LAYER_PARAMETERS}."
+        )
+
+
+def _param_grads(weight: np.ndarray | None, bias: np.ndarray | None) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    if weight is not None:
+        out["weight"] = weight
+    if bias is not None:
+        out["bias"] = bias
+    return out
+
+
 class Conv2d(Layer):
     r"""2-D convolution, ``out = W ⋆ x + b`` (see :func:`npcam.nn.functional.conv2d_forward`).
 
-    ``weight`` (C_out, C_in, kH, kW), ``bias`` (C_out,) or None.
+    ``weight`` (C_out, C_in, kH, kW), ``bias`` (C_out,) or None. ``rng`` seeds PyTorch's
+    default initialisation; ``rng=False`` leaves the parameters zero (to be loaded).
     """
 
     param_names = ("weight", "bias")
@@ -171,17 +237,20 @@ class Conv2d(Layer):
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] = 0,
         bias: bool = True,
-        rng: RngLike = None,
+        rng: RngLike | bool = None,
     ) -> None:
         super().__init__()
-        self.in_channels = as_positive_int("in_channels", in_channels)
-        self.out_channels = as_positive_int("out_channels", out_channels)
-        self.kernel_size = as_pair("kernel_size", kernel_size)
-        self.stride = as_pair("stride", stride)
-        self.padding = as_pair("padding", padding, minimum=0)
-        gen = _rng(rng)
+        self.in_channels = _bounded("in_channels", in_channels, MAX_CHANNELS)
+        self.out_channels = _bounded("out_channels", out_channels, MAX_CHANNELS)
+        self.kernel_size = _bounded_pair("kernel_size", kernel_size, MAX_KERNEL_SIZE)
+        self.stride = _bounded_pair("stride", stride, MAX_KERNEL_SIZE)
+        self.padding = _bounded_pair("padding", padding, MAX_KERNEL_SIZE, minimum=0)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool, got {describe(bias)}.")
         kh, kw = self.kernel_size
         fan_in = self.in_channels * kh * kw
+        _check_parameter_count("Conv2d", self.out_channels * fan_in)
+        gen = _rng(rng)
         self.weight = _kaiming_uniform(gen, (self.out_channels, self.in_channels, kh, kw), fan_in)
         self.bias: np.ndarray | None = (
             _kaiming_uniform(gen, (self.out_channels,), fan_in) if bias else None
@@ -198,39 +267,49 @@ class Conv2d(Layer):
             "bias": self.bias is not None,
         }
 
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {
+            "weight": (self.out_channels, self.in_channels, *self.kernel_size),
+            "bias": (self.out_channels,),
+        }
+
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         return F.conv_output_size(h, kh, sh, ph), F.conv_output_size(w, kw, sw, pw)
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._check_input(x, 4, self.in_channels)
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        self._check_shape(x, 4, self.in_channels)
         h_out, w_out = self.output_size(*x.shape[2:])
         if h_out < 1 or w_out < 1:
             raise ValueError(
                 f"the input of Conv2d is too small: spatial size {x.shape[2:]} with "
                 f"kernel {self.kernel_size} and padding {self.padding} leaves no output."
             )
-        out, self._cache = F.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding)
-        return out
+        return _conv.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding)
 
-    def _backward(self, dout, relu, param_grads):
-        dx, dw, db = F.conv2d_backward(dout, self._need_cache(), param_grads)
-        if param_grads:
-            self.grads = {"weight": dw} if db is None else {"weight": dw, "bias": db}
-        return dx
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        dx, dw, db = _conv.conv2d_backward(dout, cache, param_grads)
+        return dx, _param_grads(dw, db)
 
 
 class Linear(Layer):
-    r"""Fully connected layer ``y = x Wᵀ + b``; ``weight`` (out, in), ``bias`` (out,)."""
+    r"""Fully connected layer ``y = x Wᵀ + b``; ``weight`` (out, in), ``bias`` (out,).
+
+    ``rng`` seeds PyTorch's default initialisation; ``rng=False`` leaves the parameters
+    zero (to be loaded).
+    """
 
     param_names = ("weight", "bias")
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, rng: RngLike = None
+        self, in_features: int, out_features: int, bias: bool = True, rng: RngLike | bool = None
     ) -> None:
         super().__init__()
         self.in_features = as_positive_int("in_features", in_features)
         self.out_features = as_positive_int("out_features", out_features)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool, got {describe(bias)}.")
+        _check_parameter_count("Linear", self.in_features * self.out_features)
         gen = _rng(rng)
         self.weight = _kaiming_uniform(gen, (self.out_features, self.in_features), self.in_features)
         self.bias: np.ndarray | None = (
@@ -245,34 +324,32 @@ class Linear(Layer):
             "bias": self.bias is not None,
         }
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._check_input(x, 2)
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
+
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        self._check_shape(x, 2)
         if x.shape[1] != self.in_features:
             raise ValueError(
                 f"the input of Linear must have {self.in_features} features (axis 1), "
                 f"got shape {x.shape}."
             )
-        out, self._cache = F.linear_forward(x, self.weight, self.bias)
-        return out
+        return F.linear_forward(x, self.weight, self.bias)
 
-    def _backward(self, dout, relu, param_grads):
-        dx, dw, db = F.linear_backward(dout, self._need_cache(), param_grads)
-        if param_grads:
-            self.grads = {"weight": dw} if db is None else {"weight": dw, "bias": db}
-        return dx
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        dx, dw, db = F.linear_backward(dout, cache, param_grads)
+        return dx, _param_grads(dw, db)
 
 
 class ReLU(Layer):
     """``max(x, 0)``; its backward rule is chosen per call: standard, guided or deconvnet
     (see :func:`npcam.nn.functional.relu_backward`)."""
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        x = as_float_array("the input of ReLU", x, finite=_finite())
-        out, self._cache = F.relu_forward(x)
-        return out
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        return F.relu_forward(x)
 
-    def _backward(self, dout, relu, param_grads):
-        return F.relu_backward(dout, self._need_cache(), relu)
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        return F.relu_backward(dout, cache, relu_rule), {}
 
 
 class MaxPool2d(Layer):
@@ -283,55 +360,58 @@ class MaxPool2d(Layer):
         self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None
     ) -> None:
         super().__init__()
-        self.kernel_size = as_pair("kernel_size", kernel_size)
-        self.stride = self.kernel_size if stride is None else as_pair("stride", stride)
+        self.kernel_size = _bounded_pair("kernel_size", kernel_size, MAX_KERNEL_SIZE)
+        self.stride = (
+            self.kernel_size if stride is None else _bounded_pair("stride", stride, MAX_KERNEL_SIZE)
+        )
 
     def config(self) -> dict[str, Any]:
         return {"type": "MaxPool2d", "kernel_size": list(self.kernel_size), "stride": list(self.stride)}
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._check_input(x, 4)
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        self._check_shape(x, 4)
         if x.shape[2] < self.kernel_size[0] or x.shape[3] < self.kernel_size[1]:
             raise ValueError(
                 f"the input of MaxPool2d must be at least as large as the kernel "
                 f"{self.kernel_size}, got spatial size {x.shape[2:]}."
             )
-        out, self._cache = F.max_pool2d_forward(x, self.kernel_size, self.stride)
-        return out
+        return F.max_pool2d_forward(x, self.kernel_size, self.stride)
 
-    def _backward(self, dout, relu, param_grads):
-        return F.max_pool2d_backward(dout, self._need_cache())
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        return F.max_pool2d_backward(dout, cache), {}
 
 
 class GlobalAvgPool2d(Layer):
     """``F^k = (1/Z) Σ_ij A^k_ij``: (N, K, h, w) -> (N, K). Equivalent to PyTorch's
     ``AdaptiveAvgPool2d(1)`` followed by ``Flatten()``."""
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._check_input(x, 4)
-        out, self._cache = F.global_avg_pool2d_forward(x)
-        return out
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        self._check_shape(x, 4)
+        return F.global_avg_pool2d_forward(x)
 
-    def _backward(self, dout, relu, param_grads):
-        return F.global_avg_pool2d_backward(dout, self._need_cache())
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        return F.global_avg_pool2d_backward(dout, cache), {}
 
 
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1·d2·...), C order as ``torch.flatten(x, 1)``; the
     identity on (N, K)."""
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        x = as_float_array("the input of Flatten", x, (2, 3, 4), finite=_finite())
-        out, self._cache = F.flatten_forward(x)
-        return out
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        if x.ndim not in (2, 3, 4):
+            raise ValueError(
+                f"the input of Flatten must be a 2-, 3- or 4-D array, got {x.ndim}-D with shape {x.shape}."
+            )
+        return F.flatten_forward(x)
 
-    def _backward(self, dout, relu, param_grads):
-        return F.flatten_backward(dout, self._need_cache())
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        return F.flatten_backward(dout, cache), {}
 
 
 class Dropout(Layer):
     """Dropout at inference: the identity. Accepted so that models with dropout load;
-    ``p`` is kept only to describe the layer."""
+    ``p`` is kept only to describe the layer (npcam trains without dropout, so the layer
+    has no training-time mask)."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
@@ -342,13 +422,11 @@ class Dropout(Layer):
     def config(self) -> dict[str, Any]:
         return {"type": "Dropout", "p": self.p}
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        out, _ = F.dropout_forward(as_float_array("the input of Dropout", x, finite=_finite()))
-        self._cache = True
-        return out
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        return F.dropout_forward(x)
 
-    def _backward(self, dout, relu, param_grads):
-        return F.dropout_backward(dout)
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        return F.dropout_backward(dout), {}
 
 
 class BatchNorm2d(Layer):
@@ -356,9 +434,10 @@ class BatchNorm2d(Layer):
 
     Training mode normalises with the batch statistics and updates the running ones as
     PyTorch does: ``running = (1 − momentum)·running + momentum·batch``, with the
-    *unbiased* batch variance for ``running_var``. Eval mode (the default) uses the
-    running statistics: an affine map per channel, which
-    :func:`npcam.fold_batchnorm` folds into the preceding convolution.
+    *unbiased* batch variance for ``running_var`` (the running statistics are the one
+    state a forward pass changes, and only in training mode). Eval mode (the default) uses
+    the running statistics: an affine map per channel, which :func:`npcam.fold_batchnorm`
+    folds into the preceding convolution.
     """
 
     param_names = ("weight", "bias")
@@ -366,16 +445,16 @@ class BatchNorm2d(Layer):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
-        self.num_features = as_positive_int("num_features", num_features)
-        if not (isinstance(eps, (int, float)) and eps > 0):
+        self.num_features = _bounded("num_features", num_features, MAX_CHANNELS)
+        if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and eps > 0):
             raise ValueError(f"eps must be a positive number, got {eps!r}.")
-        if not (isinstance(momentum, (int, float)) and 0 <= momentum <= 1):
+        if isinstance(momentum, bool) or not (isinstance(momentum, (int, float)) and 0 <= momentum <= 1):
             raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}.")
         self.eps, self.momentum = float(eps), float(momentum)
-        self.weight = np.ones(num_features)
-        self.bias = np.zeros(num_features)
-        self.running_mean = np.zeros(num_features)
-        self.running_var = np.ones(num_features)
+        self.weight = np.ones(self.num_features)
+        self.bias = np.zeros(self.num_features)
+        self.running_mean = np.zeros(self.num_features)
+        self.running_var = np.ones(self.num_features)
         self.num_batches_tracked = np.array(0, dtype=np.int64)
 
     def config(self) -> dict[str, Any]:
@@ -386,27 +465,37 @@ class BatchNorm2d(Layer):
             "momentum": self.momentum,
         }
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._check_input(x, 4, self.num_features)
-        out, self._cache = F.batch_norm2d_forward(
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        c = (self.num_features,)
+        return {"weight": c, "bias": c, "running_mean": c, "running_var": c, "num_batches_tracked": ()}
+
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        self._check_shape(x, 4, self.num_features)
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] < 2:
+            raise ValueError(
+                "the input of BatchNorm2d in training mode needs more than one value "
+                f"per channel, got shape {x.shape}."
+            )
+        out, cache = F.batch_norm2d_forward(
             x, self.weight, self.bias, self.running_mean, self.running_var, self.eps,
             self.training,
         )
         if self.training:
             m = x.shape[0] * x.shape[2] * x.shape[3]
-            if m < 2:
+            mean, var = cache.mean, cache.var * (m / (m - 1))  # unbiased, as torch
+            running_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
+            running_var = (1 - self.momentum) * self.running_var + self.momentum * var
+            if not (np.isfinite(running_mean).all() and np.isfinite(running_var).all()):
                 raise ValueError(
-                    "the input of BatchNorm2d in training mode needs more than one value "
-                    f"per channel, got shape {x.shape}."
+                    "the forward pass overflowed: the batch statistics of a BatchNorm2d in "
+                    "training mode are not finite (NaN or inf)."
                 )
-            mean, var = self._cache.mean, self._cache.var * (m / (m - 1))  # unbiased, as torch
-            self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
-            self.running_var = (1 - self.momentum) * self.running_var + self.momentum * var
-            self.num_batches_tracked = self.num_batches_tracked + 1
-        return out
+            # Shapes and finiteness are known: skip the checks of attribute assignment.
+            object.__setattr__(self, "running_mean", running_mean)
+            object.__setattr__(self, "running_var", running_var)
+            object.__setattr__(self, "num_batches_tracked", self.num_batches_tracked + 1)
+        return out, cache
 
-    def _backward(self, dout, relu, param_grads):
-        dx, dgamma, dbeta = F.batch_norm2d_backward(dout, self._need_cache(), param_grads)
-        if param_grads:
-            self.grads = {"weight": dgamma, "bias": dbeta}
-        return dx
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        dx, dgamma, dbeta = F.batch_norm2d_backward(dout, cache, param_grads)
+        return dx, ({"weight": dgamma, "bias": dbeta} if param_grads else {})

@@ -1,10 +1,14 @@
-"""``Sequential``: a chain of named layers that records what the paper needs.
+"""``Sequential``: a chain of named layers, run statelessly.
 
-``forward`` keeps every named layer's output (the candidate feature maps ``A^k``);
-``backward`` starts from a seed ``∂L/∂output`` (for Grad-CAM, the one-hot vector of class
-c, so that L = y^c) and stops at any named layer, returning ``∂y^c/∂A^k``. Names follow
+``trace = model.run(x)`` keeps every named layer's output (the candidate feature maps
+``A^k``) and one cache per layer call; ``model.vjp(trace, cotangent, to=name)`` starts
+from ``cotangent = ∂L/∂output`` (for Grad-CAM the one-hot vector of class c, so that
+L = y^c) and stops at any named layer, returning ``∂y^c/∂A^k``. Names follow
 ``torch.nn.Sequential``: positional children are "0", "1", ...; keyword children nest with
 dotted names ("features.3"), so ``state_dict`` keys are exactly PyTorch's.
+
+``forward``/``backward`` are the student-facing convenience: they call ``run``/``vjp``
+and keep the last trace in ``model.activations`` / ``model.gradients``.
 """
 
 from __future__ import annotations
@@ -15,31 +19,36 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._validate import as_float_array, describe
+from .._validate import MAX_NODES, as_float_array, describe
 from . import layers as L
-from .functional import RELU_MODES
+from .trace import RELU_RULES, VJP, FrozenMapping, Trace, all_finite
 
 __all__ = ["IncompatibleKeys", "Sequential"]
+
 
 class IncompatibleKeys(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
 
 
-class Sequential(L.Layer):
+class Sequential:
     """Layers applied in order. ``Sequential(a, b, c)`` names them "0", "1", "2";
     ``Sequential(features=..., classifier=...)`` uses the keywords; a single ``dict`` of
-    name → layer gives any names. Containers nest; leaf names are dotted paths.
+    name → layer gives any names. Containers nest; leaf names are dotted paths. One layer
+    instance may appear several times (each call has its own cache in the trace).
+
+    Implements the model protocol :class:`npcam.nn.Model` as a chain: the nodes are the
+    leaves (:meth:`named_layers`), each reading the one before; a container's name is an
+    alias of its last leaf.
 
     After ``forward(x)``: ``activations[name]`` is the output of every named layer (a
-    container's output is its last child's), ``input`` the input.
+    container's output is its last child's), ``input`` the input, ``trace`` the trace.
     After ``backward(..., record=True)``: ``gradients[name]`` is ∂L/∂(output of name) for
     every leaf the backward pass went through, ``input_gradient`` ∂L/∂input when it
-    reached the input.
+    reached the input; after ``backward(..., param_grads=True)``: ``param_gradients``.
     """
 
-    def __init__(self, *layers: L.Layer | Mapping[str, L.Layer], **named: L.Layer) -> None:
-        super().__init__()
+    def __init__(self, *layers: L.Layer | Sequential | Mapping[str, Any], **named: Any) -> None:
         if layers and named:
             raise TypeError("Sequential takes layers either positionally or by keyword, not both.")
         if len(layers) == 1 and isinstance(layers[0], Mapping):
@@ -50,17 +59,24 @@ class Sequential(L.Layer):
             items = list(named.items())
         if not items:
             raise ValueError("Sequential needs at least one layer, got none.")
-        self.children: dict[str, L.Layer] = {}
+        self.children: dict[str, L.Layer | Sequential] = {}
         for name, layer in items:
-            if not isinstance(name, str) or not name or "." in name:
-                raise ValueError(f"layer names must be non-empty strings without '.', got {name!r}.")
-            if not isinstance(layer, L.Layer):
+            if not isinstance(name, str) or not name or "." in name or name == "input":
+                raise ValueError(
+                    f"layer names must be non-empty strings without '.' other than 'input', got {name!r}."
+                )
+            if not isinstance(layer, (L.Layer, Sequential)):
                 raise TypeError(f"layer {name!r} must be an npcam layer, got {describe(layer)}.")
             self.children[name] = layer
+        self.training = False
+        self.trace: Trace | None = None
         self.activations: dict[str, np.ndarray] = {}
         self.gradients: dict[str, np.ndarray] = {}
+        self.param_gradients: dict[str, np.ndarray] = {}
         self.input: np.ndarray | None = None
         self.input_gradient: np.ndarray | None = None
+        if len(self.named_layers()) > MAX_NODES:
+            raise ValueError(f"Sequential may hold at most MAX_NODES = {MAX_NODES} layers.")
 
     # -- structure ---------------------------------------------------------------------
     def named_layers(self) -> list[tuple[str, L.Layer]]:
@@ -73,16 +89,32 @@ class Sequential(L.Layer):
                 out.append((name, child))
         return out
 
-    def named_modules(self) -> list[tuple[str, L.Layer]]:
+    def named_modules(self) -> list[tuple[str, L.Layer | Sequential]]:
         """Every named layer, containers included (before their children), as torch."""
-        out: list[tuple[str, L.Layer]] = []
+        out: list[tuple[str, L.Layer | Sequential]] = []
         for name, child in self.children.items():
             out.append((name, child))
             if isinstance(child, Sequential):
                 out.extend((f"{name}.{sub}", m) for sub, m in child.named_modules())
         return out
 
-    def __getitem__(self, name: str | int) -> L.Layer:
+    # the model protocol's view of the structure
+    def named_nodes(self) -> list[tuple[str, L.Layer]]:
+        """The nodes in topological order: for a chain, its leaves (:meth:`named_layers`)."""
+        return self.named_layers()
+
+    def inputs_of(self, name: str) -> tuple[str, ...]:
+        """The node a node reads: the leaf before it, or ``"input"`` for the first.
+        A container's name means its last leaf."""
+        index = self.leaf_index(name)
+        return ("input",) if index == 0 else (self.named_layers()[index - 1][0],)
+
+    @property
+    def output_name(self) -> str:
+        """The node whose output is the logits: the last leaf."""
+        return self.named_layers()[-1][0]
+
+    def __getitem__(self, name: str | int) -> L.Layer | Sequential:
         if isinstance(name, int) and not isinstance(name, bool):
             name = str(name)
         if not isinstance(name, str):
@@ -132,27 +164,7 @@ class Sequential(L.Layer):
     def eval(self) -> Sequential:
         return self.train(False)
 
-    # -- computation -------------------------------------------------------------------
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Run every layer in order; record each named layer's output in ``activations``."""
-        x = as_float_array("x", x, finite=True)
-        self.input = x
-        self.activations = {}
-        self.gradients = {}
-        self.input_gradient = None
-        return self._run(self.named_layers(), x)
-
-    def forward_from(self, name: str, output: np.ndarray) -> np.ndarray:
-        """The network's output when layer ``name``'s output is replaced by ``output``.
-
-        Runs only the layers after ``name`` (so ``backward(..., to=name)`` afterwards
-        differentiates this new evaluation); used to perturb a feature map ``A`` directly,
-        e.g. for finite differences of y^c w.r.t. A, and to explain many classes at once.
-        """
-        index = self.leaf_index(name)
-        output = as_float_array("output", output, finite=True)
-        return self._run(self.named_layers()[index + 1 :], output)
-
+    # -- stateless computation (the model protocol) ------------------------------------
     def _container_ends(self) -> dict[str, list[str]]:
         """For each leaf, the containers whose last leaf it is (their output is its)."""
         ends: dict[str, list[str]] = {}
@@ -162,56 +174,204 @@ class Sequential(L.Layer):
                 ends.setdefault(last, []).append(name)
         return ends
 
-    def _run(self, leaves: list[tuple[str, L.Layer]], x: np.ndarray) -> np.ndarray:
+    def run(self, x: Any) -> Trace:
+        """Run every layer in order on ``x`` (N, C, H, W); returns the :class:`Trace`.
+
+        Nothing is stored on the model or its layers (except BatchNorm2d's running
+        statistics in training mode). Raises ``ValueError`` when a finite input overflows
+        to NaN or ±inf inside the network, naming the first layer whose output is not
+        finite; numpy's RuntimeWarnings of the arithmetic are silenced.
+        """
+        x = as_float_array("x", x, finite=True)
+        return self._run(self.named_layers(), x, x, {}, {})
+
+    def run_from(self, trace: Trace, name: str, value: Any) -> Trace:
+        """A new trace in which layer ``name``'s output is ``value`` and the layers after it
+        are re-run; ``trace`` is unchanged.
+
+        Used to perturb a feature map A directly (finite differences of y^c w.r.t. A) and
+        to explain many classes at once (``value`` may have another batch size). A
+        backward pass of the new trace may stop at ``name`` (``to=name``) but not pass
+        through it: its cache belongs to the old value and is dropped.
+        """
+        trace = self._check_trace(trace)
+        index = self.leaf_index(name)
+        value = as_float_array("value", value, finite=True)
+        leaves = self.named_layers()
+        node = leaves[index][0]
+        kept = {n for n, _ in leaves[: index + 1]}
         ends = self._container_ends()
-        with L.values_checked():
+        aliases = {a for n in kept for a in ends.get(n, ())}
+        acts = {k: v for k, v in trace.activations.items() if k in kept or k in aliases}
+        acts[node] = value
+        for a in ends.get(node, ()):
+            acts[a] = value
+        caches = {k: v for k, v in trace.caches.items() if k in kept and k != node}
+        return self._run(leaves[index + 1 :], value, trace.input, acts, caches)
+
+    def _run(
+        self,
+        leaves: list[tuple[str, L.Layer]],
+        h: np.ndarray,
+        x: np.ndarray,
+        acts: dict[str, np.ndarray],
+        caches: dict[str, tuple],
+    ) -> Trace:
+        ends = self._container_ends()
+        with np.errstate(all="ignore"):
             for name, leaf in leaves:
-                x = leaf.forward(x)
-                self.activations[name] = x
+                h, cache = leaf._forward(h)
+                acts[name] = h
+                caches[name] = cache
                 for container in ends.get(name, ()):
-                    self.activations[container] = x
-        return x
+                    acts[container] = h
+        if not all_finite(h):
+            self._raise_overflow("forward", acts, self.named_layers())
+        return Trace(x, h, FrozenMapping(acts), FrozenMapping(caches))
+
+    def _check_trace(self, trace: Any) -> Trace:
+        if not isinstance(trace, Trace):
+            raise TypeError(f"trace must be an npcam.nn.Trace from this model's run, got {describe(trace)}.")
+        return trace
+
+    @staticmethod
+    def _raise_overflow(
+        direction: str, arrays: Mapping[str, np.ndarray], order: list[tuple[str, Any]]
+    ) -> None:
+        """Name the first layer, in the pass's order, that made a finite value non-finite.
+
+        ``arrays``: forward, every layer's output; backward, the gradient arriving at every
+        visited layer's output (the last one's is the cotangent), ``order`` the layers in
+        backward order, the last of them the one whose input gradient overflowed."""
+        if direction == "forward":
+            for name, leaf in order:
+                a = arrays.get(name)
+                if a is not None and not all_finite(a):
+                    raise ValueError(
+                        f"the forward pass overflowed: the output of layer {name!r} "
+                        f"({type(leaf).__name__}) is not finite (NaN or inf) although the input x "
+                        "is finite; the values or the weights are too large for float64."
+                    )
+        else:
+            culprit = order[-1]
+            for (name, _), producer in zip(order[1:], order[:-1], strict=False):
+                a = arrays.get(name)
+                if a is not None and not all_finite(a):
+                    culprit = producer
+                    break
+            raise ValueError(
+                f"the backward pass overflowed: the gradient computed by layer {culprit[0]!r} "
+                f"({type(culprit[1]).__name__}) is not finite (NaN or inf) although the cotangent "
+                "is finite; the values or the weights are too large for float64."
+            )
+        raise ValueError(f"the {direction} pass overflowed to NaN or inf.")
+
+    def vjp(
+        self,
+        trace: Trace,
+        cotangent: Any,
+        to: str | None = None,
+        relu_rule: str = "standard",
+        param_grads: bool = False,
+        record: bool = False,
+    ) -> VJP:
+        """Backpropagate ``cotangent`` = ∂L/∂(model output) through ``trace``.
+
+        Returns a :class:`VJP` whose ``grad`` is ∂L/∂(output of layer ``to``), or ∂L/∂input
+        when ``to`` is None. ``relu_rule`` is the ReLU backward rule ("standard", "guided",
+        "deconvnet"); ``param_grads`` also computes the parameter gradients (explanations
+        need input gradients only, and skipping dW saves about a third of the work);
+        ``record`` keeps the gradient w.r.t. every visited layer's output.
+
+        Raises ``ValueError`` when the backward pass overflows to NaN or ±inf, naming the
+        first layer (in backward order) whose gradient is not finite.
+        """
+        trace = self._check_trace(trace)
+        leaves = self.named_layers()
+        stop = -1 if to is None else self.leaf_index(to)
+        if relu_rule not in RELU_RULES:
+            raise ValueError(f"relu_rule must be one of {RELU_RULES}, got {relu_rule!r}.")
+        g = as_float_array("cotangent", cotangent, finite=True)
+        if g.shape != trace.output.shape:
+            raise ValueError(
+                f"cotangent must have the model output's shape {trace.output.shape}, got {g.shape}."
+            )
+        pgrads: dict[int, dict[str, np.ndarray]] = {}
+        node_grads: dict[str, np.ndarray] = {}
+        with np.errstate(all="ignore"):
+            for index in range(len(leaves) - 1, stop, -1):
+                name, leaf = leaves[index]
+                node_grads[name] = g
+                if name not in trace.caches:
+                    raise ValueError(
+                        f"the backward pass cannot go through layer {name!r}: its output was "
+                        "replaced by run_from (stop there with to=...)."
+                    )
+                g, grads = leaf._backward(g, trace.caches[name], relu_rule, param_grads)
+                if param_grads:
+                    # A layer used at several places: its parameters' gradient is the sum
+                    # over its calls.
+                    total = pgrads.setdefault(id(leaf), {})
+                    for key, value in grads.items():
+                        total[key] = total[key] + value if key in total else value
+        if not all_finite(g):
+            self._raise_overflow("backward", node_grads, list(reversed(leaves[stop + 1 :])))
+        param_out = None
+        if param_grads:
+            param_out = {
+                f"{n}.{k}": v for n, leaf in leaves for k, v in pgrads.get(id(leaf), {}).items()
+            }
+        return VJP(g, param_out, node_grads if record else None)
+
+    # -- the student-facing convenience --------------------------------------------------
+    def forward(self, x: Any) -> np.ndarray:
+        """Run the model; keep the trace in ``trace`` and every layer's output in
+        ``activations``; return the logits."""
+        trace = self.run(x)
+        self._keep(trace)
+        return trace.output
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.forward(x)
+
+    def forward_from(self, name: str, output: Any) -> np.ndarray:
+        """The network's output when layer ``name``'s output is replaced by ``output``
+        (:meth:`run_from` on the trace ``forward`` kept, which it replaces, so that
+        ``backward(..., to=name)`` afterwards differentiates this new evaluation)."""
+        if self.trace is None:
+            raise RuntimeError("forward_from called before forward.")
+        trace = self.run_from(self.trace, name, as_float_array("output", output, finite=True))
+        self._keep(trace)
+        return trace.output
+
+    def _keep(self, trace: Trace) -> None:
+        self.trace = trace
+        self.input = trace.input
+        self.activations = dict(trace.activations)
+        self.gradients = {}
+        self.input_gradient = None
 
     def backward(
         self,
-        grad_output: np.ndarray,
+        cotangent: Any,
         to: str | None = None,
-        relu: str = "standard",
+        relu_rule: str = "standard",
         param_grads: bool = True,
         record: bool = False,
     ) -> np.ndarray:
-        """Backpropagate ``grad_output`` = ∂L/∂(model output) from the last ``forward``.
-
-        Returns ∂L/∂(output of layer ``to``), or ∂L/∂input when ``to`` is None. ``relu``
-        is the ReLU backward rule ("standard", "guided", "deconvnet"); ``param_grads``
-        also fills each layer's ``grads`` (explanations need input gradients only, and
-        skipping dW saves about a third of the work); ``record`` keeps the gradient
-        w.r.t. every visited layer's output in ``gradients``.
-        """
-        leaves = self.named_layers()
-        last = leaves[-1][0]
-        if last not in self.activations:
+        """:meth:`vjp` on the trace of the last ``forward``; returns its ``grad`` and keeps
+        the parameter gradients in ``param_gradients`` and, with ``record``, the layer
+        gradients in ``gradients``."""
+        if self.trace is None:
             raise RuntimeError("backward called before forward.")
-        stop = -1 if to is None else self.leaf_index(to)
-        if relu not in RELU_MODES:
-            raise ValueError(f"relu must be one of {RELU_MODES}, got {relu!r}.")
-        g = as_float_array("grad_output", grad_output, finite=True)
-        if g.shape != self.activations[last].shape:
-            raise ValueError(
-                f"grad_output must have the model output's shape "
-                f"{self.activations[last].shape}, got {g.shape}."
-            )
-        if record:
-            self.gradients = {}
-        with L.values_checked():
-            for index in range(len(leaves) - 1, stop, -1):
-                name, leaf = leaves[index]
-                if record:
-                    self.gradients[name] = g
-                g = leaf.backward(g, relu=relu, param_grads=param_grads)
-        if record and to is None:
-            self.input_gradient = g
-        return g
+        out = self.vjp(self.trace, cotangent, to, relu_rule, param_grads, record)
+        if out.param_grads is not None:
+            self.param_gradients = out.param_grads
+        if out.node_grads is not None:
+            self.gradients = out.node_grads
+            if to is None:
+                self.input_gradient = out.grad
+        return out.grad
 
     # -- parameters --------------------------------------------------------------------
     def named_parameters(self) -> list[tuple[str, np.ndarray]]:
@@ -219,8 +379,9 @@ class Sequential(L.Layer):
         return [(f"{n}.{p}", a) for n, leaf in self.named_layers() for p, a in leaf.params().items()]
 
     def named_grads(self) -> dict[str, np.ndarray]:
-        """Parameter gradients from the last ``backward(..., param_grads=True)``."""
-        return {f"{n}.{p}": g for n, leaf in self.named_layers() for p, g in leaf.grads.items()}
+        """Parameter gradients from the last ``backward(..., param_grads=True)``, keyed like
+        ``state_dict`` (empty before one)."""
+        return dict(self.param_gradients)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of all parameters and buffers, keyed exactly as PyTorch names them."""

@@ -51,7 +51,7 @@ def _numpy_blas() -> dict[str, Any] | None:
     """BLAS as NumPy was built with it: ``numpy.show_config(mode="dicts")`` (NumPy ≥ 1.26)."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            config = np.show_config(mode="dicts")  # type: ignore[call-arg]
+            config: Any = np.show_config(mode="dicts")
     except Exception:  # older NumPy: no mode argument
         return None
     if not isinstance(config, dict):
@@ -67,7 +67,7 @@ def _threadpools() -> list[dict[str, Any]] | None:
     """The BLAS/OpenMP libraries loaded in this process and their thread counts
     (``threadpoolctl.threadpool_info()``), when threadpoolctl is installed."""
     try:
-        import threadpoolctl
+        import threadpoolctl  # type: ignore[import-untyped]
     except ImportError:
         return None
     keys = ("user_api", "internal_api", "version", "num_threads", "threading_layer", "architecture")

@@ -98,8 +98,12 @@ def check_layer(
     max_coords: int | None = None,
     rng: np.random.Generator | int | None = 0,
 ) -> dict[str, float]:
-    """Relative errors of ``layer.backward`` against central differences, for the input
+    """Relative errors of ``layer.vjp`` against central differences, for the input
     (key ``"x"``) and each parameter (keys as in ``layer.params()``).
+
+    ``layer`` is an :class:`npcam.Layer` (or any object with ``run(x) -> (out, cache)``,
+    ``vjp(dout, cache, param_grads=True) -> (dx, grads)`` and ``params()``); its
+    parameters are perturbed in place and restored.
 
     ``seed`` defaults to a random array of the output's shape. With ``max_coords``, at
     most that many randomly chosen coordinates of each tensor are checked (for large
@@ -107,27 +111,29 @@ def check_layer(
     """
     x = np.array(as_float_array("x", x), dtype=np.float64, copy=True)
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    out = layer.forward(x)
+    out, cache = layer.run(x)
     if seed is None:
         seed = gen.standard_normal(out.shape)
     seed = as_float_array("seed", seed)
-    analytic = {"x": layer.backward(seed, param_grads=True)}
-    analytic.update({k: np.array(v, copy=True) for k, v in layer.grads.items()})
+    dx, grads = layer.vjp(seed, cache, param_grads=True)
+    analytic = {"x": dx, **{k: np.array(v, copy=True) for k, v in grads.items()}}
 
     def pick(size: int) -> np.ndarray | None:
         if max_coords is None or size <= max_coords:
             return None
         return gen.choice(size, size=max_coords, replace=False)
 
+    def forward(inp: np.ndarray) -> np.ndarray:
+        return layer.run(inp)[0]
+
     errors: dict[str, float] = {}
     idx = pick(x.size)
-    numeric = numerical_gradient(layer.forward, x, seed, eps, idx)
+    numeric = numerical_gradient(forward, x, seed, eps, idx)
     errors["x"] = _masked_error(analytic["x"], numeric)
     for name, param in layer.params().items():
         idx = pick(param.size)
-        numeric = numerical_gradient(lambda _p: layer.forward(x), param, seed, eps, idx)
+        numeric = numerical_gradient(lambda _p: forward(x), param, seed, eps, idx)
         errors[name] = _masked_error(analytic[name], numeric)
-    layer.forward(x)  # leave the cache as the caller's x set it
     return errors
 
 

@@ -52,22 +52,24 @@ to ``max|reference|``, the Pearson correlation, and PASS/FAIL at the stated tole
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write
 from .._validate import describe
 from ..image import upsample
-from ..methods import deconvnet, grad_cam, guided_backprop, guided_grad_cam, saliency
+from ..methods.grad_cam import grad_cam
+from ..methods.gradients import deconvnet, guided_backprop, saliency
+from ..methods.guided_grad_cam import guided_grad_cam
 from ..nn import layers as L
 from ..nn.config import model_from_config
+from ..nn.io import NpzArchive, parse_json, read_json, read_npy, write_npz
 from ..nn.sequential import Sequential
 from .environment import show_versions
 
@@ -75,6 +77,7 @@ __all__ = [
     "CASES",
     "CONVENTIONS",
     "FORMAT_VERSION",
+    "MAX_CASE_BYTES",
     "QUANTITIES",
     "TOLERANCES",
     "Comparison",
@@ -88,6 +91,12 @@ __all__ = [
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
 WEIGHT_PREFIX = "weight:"
+#: Bytes of one case file, and of the array given to :func:`compare`, that npcam reads
+#: (256 MiB; the cases of format version 1 are under 100 kB each). Larger files are
+#: refused from their zip directory and ``.npy`` headers, before any data is read.
+MAX_CASE_BYTES = 2**28
+#: Characters of ``index.json`` npcam reads (16 Mi; version 1 writes about 40 k).
+MAX_INDEX_CHARS = 2**24
 
 #: The quantities every case holds, in the order of the module docstring's table.
 QUANTITIES = (
@@ -264,6 +273,7 @@ def _compute(name: str) -> dict[str, np.ndarray]:
     target = np.array(case.target, dtype=np.int64)
     logits = model.forward(x)
     r = grad_cam(model, x, target, case.layer)
+    assert r.gradients is not None  # Grad-CAM always has them (only CAM's are None)
     arrays: dict[str, np.ndarray] = {
         "architecture": np.array(json.dumps(model.config(), sort_keys=True)),
         "layer": np.array(case.layer),
@@ -291,16 +301,10 @@ def _sha256(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     """Like ``numpy.savez`` (uncompressed), with fixed zip timestamps and sorted members,
-    so that the same arrays always give the same bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, arrays[key], allow_pickle=False)
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
+    so that the same arrays always give the same bytes; atomic (:func:`npcam.nn.io.write_npz`)."""
+    write_npz(path, {key: arrays[key] for key in sorted(arrays)})
 
 
 def write_vectors(out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -342,51 +346,120 @@ def write_vectors(out_dir: str | os.PathLike) -> dict[str, Any]:
         "versions": show_versions(),
     }
     text = json.dumps(index, indent=1, sort_keys=False) + "\n"
-    (out / INDEX_NAME).write_text(text, encoding="utf-8")
+    with atomic_write(out / INDEX_NAME) as fh:
+        fh.write(text.encode("utf-8"))
     return index
 
 
 # ------------------------------------------------------------------------------ reading
+def _malformed(path: Path, what: str) -> ValueError:
+    return ValueError(f"{str(path)!r}: {INDEX_NAME} is malformed: {what}.")
+
+
+def _check_index(index: Any, path: Path) -> dict[str, Any]:
+    """The structure :func:`load_case` and :func:`compare` rely on, checked up front."""
+    if not isinstance(index, dict):
+        raise _malformed(path, f"it must be a JSON object, got {describe(index)}")
+    version = index.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has format_version {version!r}; this npcam reads version {FORMAT_VERSION}."
+        )
+    cases = index.get("cases")
+    if not isinstance(cases, dict):
+        raise _malformed(path, f'"cases" must be an object of case name -> entry, got {describe(cases)}')
+    for name, entry in cases.items():
+        where = f"case {name!r}"
+        if not isinstance(entry, dict):
+            raise _malformed(path, f"{where} must be an object, got {describe(entry)}")
+        for key in ("file", "quantities", "arrays"):
+            if key not in entry:
+                raise _malformed(path, f'{where} has no "{key}"')
+        file = entry["file"]
+        if not (isinstance(file, str) and file.endswith(".npz") and os.path.basename(file) == file
+                and file not in (".npz",) and not file.startswith(".")):
+            raise _malformed(path, f'{where}: "file" must be a file name ending in .npz, got {file!r}')
+        quantities = entry["quantities"]
+        if not (isinstance(quantities, list) and all(isinstance(q, str) for q in quantities)):
+            got = describe(quantities)
+            raise _malformed(path, f'{where}: "quantities" must be a list of names, got {got}')
+        arrays = entry["arrays"]
+        if not isinstance(arrays, dict) or not all(
+            isinstance(meta, dict) and isinstance(meta.get("sha256"), str) for meta in arrays.values()
+        ):
+            raise _malformed(path, f'{where}: "arrays" must map array names to objects with a "sha256"')
+        missing = [q for q in quantities if q not in arrays]
+        if missing:
+            raise _malformed(path, f'{where} lists quantities {missing} that "arrays" lacks')
+    tolerances = index.get("tolerances")
+    tiers = tolerances.get("quantities") if isinstance(tolerances, dict) else None
+    if not isinstance(tiers, dict):
+        raise _malformed(path, '"tolerances" must hold a "quantities" object')
+    for quantity, tier in tiers.items():
+        if not (isinstance(tier, dict) and all(
+            isinstance(tier.get(k), (int, float)) and not isinstance(tier.get(k), bool) and tier[k] >= 0
+            for k in ("float64", "float32")
+        )):
+            raise _malformed(path, f"the tolerances of {quantity!r} must be float64 and float32 numbers >= 0")
+    return index
+
+
 def read_index(vectors_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``index.json`` of a vectors directory, after checking its format version."""
+    """The ``index.json`` of a vectors directory, after checking its format version and
+    its structure.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``index.json``.
+    ValueError
+        Not JSON (or beyond the bounds of :func:`npcam.nn.io.parse_json`), another format
+        version, or a malformed index (a case without ``"quantities"``, ``"cases"`` not an
+        object, ...).
+    """
+    if not isinstance(vectors_dir, (str, os.PathLike)):
+        raise TypeError(f"vectors_dir must be a directory path, got {describe(vectors_dir)}.")
     path = Path(os.fspath(vectors_dir)) / INDEX_NAME
     if not path.is_file():
         raise FileNotFoundError(
             f"vectors directory {os.fspath(vectors_dir)!r} has no {INDEX_NAME}; write one with "
             "`npcam vectors --out DIR`."
         )
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from exc
-    version = index.get("format_version") if isinstance(index, dict) else None
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{str(path)!r} has format_version {version!r}; this npcam reads version {FORMAT_VERSION}."
-        )
-    return index
+    index = read_json(path, max_chars=MAX_INDEX_CHARS, label=repr(str(path)))
+    return _check_index(index, path)
 
 
 def _case_entry(index: dict[str, Any], case: Any) -> dict[str, Any]:
-    cases = index.get("cases", {})
+    cases = index["cases"]
     if not isinstance(case, str) or case not in cases:
         raise ValueError(f"case must be one of {sorted(cases)}, got {case!r}.")
     return cases[case]
 
 
 def load_case(vectors_dir: str | os.PathLike, case: str) -> dict[str, np.ndarray]:
-    """Every array of one case, checked against the SHA-256 sums in ``index.json``."""
+    """Every array of one case, checked against ``index.json``.
+
+    The case file is read by :class:`npcam.nn.io.NpzArchive` with a cap of
+    :data:`MAX_CASE_BYTES`: its members' names, shapes and dtypes are compared with the
+    index before any data is read, and every array's SHA-256 after.
+    """
     entry = _case_entry(read_index(vectors_dir), case)
     path = Path(os.fspath(vectors_dir)) / entry["file"]
     if not path.is_file():
         raise FileNotFoundError(f"case file {str(path)!r} listed in {INDEX_NAME} does not exist.")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"case file {str(path)!r} is not a readable .npz without objects: {exc}") from exc
+    with NpzArchive(path, max_bytes=MAX_CASE_BYTES, label=f"case file {str(path)!r}") as archive:
+        for key, meta in entry["arrays"].items():
+            header = archive.headers.get(key)
+            shape, dtype = meta.get("shape"), meta.get("dtype")
+            if header is None or (
+                shape is not None and list(header.shape) != shape
+            ) or (dtype is not None and str(header.dtype) != dtype):
+                raise ValueError(
+                    f"case file {str(path)!r}: array {key!r} does not match its entry in {INDEX_NAME}."
+                )
+        arrays = {k: archive.read(k) for k in archive.headers}
     for key, meta in entry["arrays"].items():
-        if key not in arrays or _sha256(arrays[key]) != meta["sha256"]:
+        if _sha256(arrays[key]) != meta["sha256"]:
             raise ValueError(
                 f"case file {str(path)!r}: array {key!r} does not match its SHA-256 in {INDEX_NAME}."
             )
@@ -394,37 +467,28 @@ def load_case(vectors_dir: str | os.PathLike, case: str) -> dict[str, np.ndarray
 
 
 def _case_model(arrays: dict[str, np.ndarray]) -> Sequential:
-    model = model_from_config(json.loads(str(arrays["architecture"][()])))
+    text = arrays.get("architecture")
+    if text is None or text.dtype.kind != "U" or text.shape != ():
+        raise ValueError("the case holds no architecture (a JSON string under 'architecture').")
+    config = parse_json(str(text[()]), "the case's architecture")
+    n = len(WEIGHT_PREFIX)
+    weights = {k[n:]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
+    model = model_from_config(config, state_dict=weights)
     if not isinstance(model, Sequential):
         raise ValueError("the case's architecture is not a Sequential model.")
-    n = len(WEIGHT_PREFIX)
-    model.load_state_dict({k[n:]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)})
     return model.eval()
 
 
 def _read_theirs(theirs: Any) -> np.ndarray:
-    """An array given directly, or read from a ``.npy`` file without unpickling."""
+    """An array given directly, or read from a ``.npy`` file without unpickling (header
+    first, at most :data:`MAX_CASE_BYTES`)."""
     if isinstance(theirs, np.ndarray):
         arr = theirs
     else:
         if not isinstance(theirs, (str, os.PathLike)):
             raise TypeError(f"theirs must be a path to a .npy file or an array, got {describe(theirs)}.")
         path = os.fspath(theirs)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"file {path!r} does not exist.")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except ValueError as exc:  # object arrays, or a file that is not .npy at all
-            raise ValueError(
-                f"file {path!r} is not a .npy array of numbers (npcam never unpickles): {exc}"
-            ) from exc
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"file {path!r} is not a readable .npy file: {exc}") from exc
-        if not isinstance(loaded, np.ndarray):
-            if hasattr(loaded, "close"):
-                loaded.close()
-            raise ValueError(f"file {path!r} is an .npz archive; save one array with numpy.save (.npy).")
-        arr = loaded
+        arr = read_npy(path, max_bytes=MAX_CASE_BYTES, label=f"file {path!r}")
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"theirs must hold real numbers, got dtype {arr.dtype}.")
     return arr
@@ -534,7 +598,9 @@ def compare(
         )
     if tolerance is None:
         narrow = arr.dtype.kind == "f" and arr.dtype.itemsize < 8 or ref.dtype.itemsize < 8
-        tiers = index["tolerances"]["quantities"][quantity]
+        tiers = index["tolerances"]["quantities"].get(quantity)
+        if tiers is None:
+            raise _malformed(Path(os.fspath(vectors_dir)) / INDEX_NAME, f"no tolerance for {quantity!r}")
         bar = float(tiers["float32" if narrow else "float64"])
     else:
         if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:

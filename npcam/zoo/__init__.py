@@ -51,9 +51,8 @@ import numpy as np
 from .._validate import as_positive_int, describe
 from ..evaluation import scenes as data
 from ..nn import layers as L
-from ..nn.config import model_from_config
 from ..nn.fold import fold_batchnorm
-from ..nn.io import ARCHITECTURE_KEY
+from ..nn.io import ARCHITECTURE_KEY, MAX_FILE_BYTES, NpzArchive, read_model, write_npz
 from ..nn.sequential import Sequential
 
 __all__ = [
@@ -143,44 +142,66 @@ def build(
 
 # -------------------------------------------------------------------------- .npz files
 def save(model: Sequential, path: str | os.PathLike, metadata: Mapping[str, Any]) -> None:
-    """Write ``model`` like :meth:`Sequential.save` (state_dict + architecture JSON) plus
-    ``metadata`` as one JSON string under ``__metadata__``; no object arrays."""
+    """Write a zoo ``.npz``: ``model`` as :meth:`Sequential.save` writes it plus metadata.
+
+    Parameters
+    ----------
+    model : Sequential
+        Its ``state_dict()`` arrays and ``config()`` (JSON under ``__architecture__``).
+    path : str or os.PathLike
+        The file, used as given (no ``.npz`` appended). It is written atomically
+        (:func:`npcam.nn.io.write_npz`): a failure or a concurrent writer never leaves a
+        partial file.
+    metadata : mapping
+        JSON-able; stored as one JSON string under ``__metadata__``. No object arrays.
+    """
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be an npcam.Sequential, got {describe(model)}.")
-    arrays: dict[str, np.ndarray] = model.state_dict()
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping, got {describe(metadata)}.")
+    arrays: dict[str, Any] = model.state_dict()
     arrays[ARCHITECTURE_KEY] = np.array(json.dumps(model.config()))
     arrays[METADATA_KEY] = np.array(json.dumps(dict(metadata), sort_keys=True))
-    with open(os.fspath(path), "wb") as fh:  # a file object: savez does not append ".npz"
-        np.savez(fh, **arrays)
+    write_npz(path, arrays)
 
 
-def load(path: str | os.PathLike) -> tuple[Sequential, dict[str, Any]]:
+def load(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES) -> tuple[Sequential, dict[str, Any]]:
     """Read a zoo ``.npz`` (as written by :func:`save`): ``(model, metadata)``.
 
-    The model is exactly as saved (BatchNorm layers kept), in eval mode. Never unpickles.
+    ``__architecture__`` and ``__metadata__`` are read and validated first, then the
+    parameter shapes the architecture implies are compared with the ``.npy`` headers,
+    and only then are the arrays read (see :mod:`npcam.nn.io`). Never unpickles.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    max_bytes : int, optional
+        Cap on the file's size and inflated size (default
+        :data:`npcam.nn.io.MAX_FILE_BYTES`).
+
+    Returns
+    -------
+    (Sequential, dict)
+        The model exactly as saved (BatchNorm layers kept), in eval mode, and the metadata.
+
+    Raises
+    ------
+    TypeError, FileNotFoundError, ValueError
+        A path that is not a path, a missing file, anything wrong with the file (named).
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"path {path!r} does not exist.")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except ValueError as exc:
-        raise ValueError(f"path {path!r} holds pickled objects, which npcam never loads: {exc}") from exc
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"path {path!r} is not a readable .npz weights file: {exc}") from exc
-    for key in (ARCHITECTURE_KEY, METADATA_KEY):
-        if key not in arrays or arrays[key].dtype.kind != "U" or arrays[key].shape != ():
-            raise ValueError(f"path {path!r} must hold a JSON string under {key!r}.")
-    try:
-        config = json.loads(str(arrays.pop(ARCHITECTURE_KEY)))
-        metadata = json.loads(str(arrays.pop(METADATA_KEY)))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"path {path!r} has unreadable JSON: {exc}") from exc
-    model = model_from_config(config)
-    if not isinstance(model, Sequential) or not isinstance(metadata, dict):
-        raise ValueError(f"path {path!r} must describe a Sequential model and a metadata dict.")
-    model.load_state_dict(arrays)
+    with NpzArchive(path, max_bytes=max_bytes) as archive:
+        for key in (ARCHITECTURE_KEY, METADATA_KEY):
+            header = archive.headers.get(key)
+            if header is None or header.dtype.kind != "U" or header.shape != ():
+                raise ValueError(f"{archive.label} must hold a JSON string under {key!r}.")
+        config = archive.read_json(ARCHITECTURE_KEY)
+        metadata = archive.read_json(METADATA_KEY)
+        if not (isinstance(config, Mapping) and config.get("type") == "Sequential"):
+            raise ValueError(f"{archive.label} must describe a Sequential model, got {describe(config)}.")
+        if not isinstance(metadata, dict):
+            raise ValueError(f"{archive.label} must hold a metadata dict, got {describe(metadata)}.")
+        model = read_model(archive, config)
     model.eval()
     return model, metadata
 

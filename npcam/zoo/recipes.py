@@ -11,6 +11,7 @@ import numpy as np
 
 from .._validate import as_positive_int
 from ..evaluation import scenes as data
+from ..nn.layers import Layer
 from ..nn.sequential import Sequential
 from ..train import evaluate_accuracy, fit, predict_logits
 from . import ARCHITECTURES, TEST_DATA_SEED, TRAIN_DATA_SEED, _check_name, _shipped, build, load
@@ -33,6 +34,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 def _scenes(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     s = data.make_scenes(n, size=size, seed=seed)
     return s.images, s.labels, s.class_names
+
+
+def _scenes_call(n: int, size: int, seed: int) -> str:
+    return f"npcam.evaluation.scenes.make_scenes({n}, size={size}, seed={seed})"
 
 
 def train_architecture(
@@ -96,11 +101,14 @@ def train_architecture(
             "trunk": "the shipped gap model" if trunk is None else os.fspath(trunk),
             "trunk_command": source_meta.get("command"),
         }
-        model.children["features"].load_state_dict(source.children["features"].state_dict())
         features, head = model.children["features"], model.children["classifier"]
+        assert isinstance(features, Sequential) and isinstance(head, Sequential)  # build()'s layout
+        source_features = source.children["features"]
+        assert isinstance(source_features, Sequential)  # checked above: a zoo gap model
+        features.load_state_dict(source_features.state_dict())
         leaves = list(head.children.items())
         # Cache everything up to the first layer with parameters (the trunk, max-pool, ...).
-        first = next(i for i, (_, leaf) in enumerate(leaves) if leaf.params())
+        first = next(i for i, (_, leaf) in enumerate(leaves) if isinstance(leaf, Layer) and leaf.params())
         frozen = Sequential({"features": features, **dict(leaves[:first])})
         trainable = Sequential(dict(leaves[first:]))
         say(f"caching the frozen trunk's features of {cfg['n_train'] + cfg['n_test']} scenes")
@@ -137,12 +145,8 @@ def train_architecture(
         "std": std.tolist(),
         "train_accuracy": train_acc,
         "test_accuracy": test_acc,
-        "train_data": (
-            f"npcam.evaluation.scenes.make_scenes({cfg['n_train']}, size={cfg['size']}, seed={TRAIN_DATA_SEED})"
-        ),
-        "test_data": (
-            f"npcam.evaluation.scenes.make_scenes({cfg['n_test']}, size={cfg['size']}, seed={TEST_DATA_SEED})"
-        ),
+        "train_data": _scenes_call(cfg["n_train"], cfg["size"], TRAIN_DATA_SEED),
+        "test_data": _scenes_call(cfg["n_test"], cfg["size"], TEST_DATA_SEED),
         "train_data_seed": TRAIN_DATA_SEED,
         "test_data_seed": TEST_DATA_SEED,
         "seed": seed,

@@ -31,8 +31,10 @@ def test_version(capsys):
 
 def test_demo_writes_decodable_panels_of_the_stated_size(tmp_path, capsys):
     """The demo writes one PNG per scene and model; single-object scenes have one row,
-    two-object scenes two (one per class); the gap model has 6 columns (CAM applies),
-    vgg 5. Its printed checks say the CAM identity holds."""
+    two-object scenes two (one per class); the columns are the input and one per method
+    of npcam.METHODS with in_demo (CAM, Grad-CAM, guided backprop, Guided Grad-CAM,
+    counterfactual, Deconvolution Grad-CAM): 7 for the gap model (CAM applies), 6 for
+    vgg. Its printed checks say the CAM identity holds."""
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "holds" in out
@@ -41,7 +43,9 @@ def test_demo_writes_decodable_panels_of_the_stated_size(tmp_path, capsys):
     for f in files:
         with Image.open(f) as im:
             im.load()
-            columns = 6 if f.name.startswith("gap") else 5
+            shown = [m for m in npcam.METHODS.values() if m.in_demo]
+            assert len(shown) == 6
+            columns = 1 + len(shown) - (0 if f.name.startswith("gap") else 1)
             rows = 2 if f.stem.endswith(("scene3", "scene4")) else 1
             assert im.size == (LEFT + columns * (TILE + GAP), TOP + rows * (TILE + GAP))
             assert im.mode == "RGB"
@@ -91,3 +95,25 @@ def _exit_code(argv) -> int:
         return main(argv)
     except SystemExit as exc:  # argparse's own usage errors
         return exc.code
+
+
+def test_demo_negative_seed_is_reported_as_given(tmp_path, capsys):
+    """C65: ``npcam demo --seed -5000`` reported "seed must be an int >= 0, got -4000" (an
+    internal offset). Now the message shows -5000, in one line, exit 2."""
+    assert main(["demo", "--out", str(tmp_path), "--seed", "-5000"]) == 2
+    line = _one_error_line(capsys)
+    assert "got -5000" in line and "-4000" not in line
+
+
+def test_memory_error_is_one_line(monkeypatch, capsys):
+    """W3: a MemoryError inside a command was a traceback; the CLI turns it into one line
+    on stderr with exit code 2."""
+    import npcam.cli.evaluate as ev
+
+    def boom(*args, **kwargs):
+        raise MemoryError("Unable to allocate 8.94 TiB")
+
+    monkeypatch.setattr(ev, "localization_table", boom)
+    assert main(["evaluate", "--n", "10"]) == 2
+    line = _one_error_line(capsys)
+    assert "out of memory" in line and "8.94 TiB" in line

@@ -78,6 +78,22 @@ def test_guided_grad_cam(arch, check, mode):
     check(f"guided_grad_cam ({mode})", ours, ref)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_deconvnet_grad_cam(arch, check, mode):
+    """Deconvolution Grad-CAM against captum, composed as its GuidedGradCam composes
+    (guided_grad_cam.py:185-216) with Deconvolution in place of GuidedBackprop:
+    LayerGradCam(relu_attributions=True), LayerAttribution.interpolate to the input size,
+    times Deconvolution's attribution."""
+    t = _target(arch)
+    cam = captum_attr.LayerGradCam(arch.tnet, arch.tlayer).attribute(
+        arch.xt, target=t, relu_attributions=True)
+    up = captum_attr.LayerAttribution.interpolate(cam, tuple(arch.xt.shape[2:]), interpolate_mode=mode)
+    ref = up * captum_attr.Deconvolution(arch.tnet).attribute(arch.xt, target=t)
+    ours = npcam.deconvnet_grad_cam(arch.net, arch.x, arch.target, arch.layer, mode=mode)
+    assert (ours > 0).any() and (ours < 0).any()
+    check(f"deconvnet_grad_cam ({mode})", ours, ref)
+
+
 def test_saliency(arch, check):
     ref = captum_attr.Saliency(arch.tnet).attribute(arch.xt, target=_target(arch), abs=False)
     ours = npcam.saliency(arch.net, arch.x, arch.target)

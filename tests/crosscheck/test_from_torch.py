@@ -202,3 +202,32 @@ def test_structural_refusals():
         from_torch(nn.Sequential(OrderedDict(block=Custom(nn.ReLU()))))
     with pytest.raises(ValueError, match=r"layer '0' \(ModuleList\)"):
         from_torch(nn.Sequential(nn.ModuleList([nn.ReLU()])))
+
+
+def test_reused_torch_module_is_converted_at_every_use():
+    """T01: ``nn.Sequential(conv, relu, conv2, relu, ...)`` with one ReLU instance used twice
+    lost its second ReLU in 0.1.0 (``named_children()`` lists a module once) and the logits
+    differed from torch by 0.09. Every entry of ``_modules`` is converted now: the layer
+    names are torch's, and logits and input gradients equal torch's to 1e-12."""
+    torch.manual_seed(0)
+    relu = nn.ReLU()
+    tm = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), relu, nn.Conv2d(4, 4, 3, padding=1), relu,
+                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).double().eval()
+    m = from_torch(tm)
+    assert [n for n, _ in m.named_layers()] == ["0", "1", "2", "3", "4", "5", "6"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    ref = _logits(tm, x)
+    assert np.abs(m.forward(x) - ref).max() <= 1e-12 * np.abs(ref).max()
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    (gx,) = torch.autograd.grad(tm(xt)[:, 1].sum(), xt)
+    ours = npcam.saliency(m, x, 1)
+    assert np.abs(ours - gx.numpy()).max() <= 1e-12 * np.abs(gx.numpy()).max()
+
+
+def test_meta_tensors_are_refused_with_a_clear_message():
+    """T03: a model on the 'meta' device gave torch's NotImplementedError "Cannot copy out of
+    meta tensor"; now a ValueError says the tensors hold no values."""
+    tm = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                       nn.Linear(4, 2)).to("meta")
+    with pytest.raises(ValueError, match="meta"):
+        from_torch(tm)

@@ -77,7 +77,7 @@ def test_max_pool_ties_go_to_the_first_maximum_like_torch(fresh_arch):
     assert (net.activations["0"] == 0).any()  # exact zeros into the ReLU: ReLU'(0) = 0
     # torch's argmax indices (flat row*W + col per plane) equal npcam's
     _, idx = torch.nn.functional.max_pool2d(torch.from_numpy(relu_out), 2, return_indices=True)
-    np.testing.assert_array_equal(net["2"]._cache.argmax, idx.numpy())
+    np.testing.assert_array_equal(net.trace.caches["2"].argmax, idx.numpy())
     # and the input gradients are exactly equal (dyadic rationals: no rounding anywhere)
     xt = arch.xt.requires_grad_(True)
     y = arch.tnet(xt)[torch.arange(2), torch.from_numpy(arch.target)].sum()

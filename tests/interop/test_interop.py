@@ -193,10 +193,22 @@ def test_keras_padding_bad_arguments():
 
 
 # ---------------------------------------------------------------------------- from_torch
-def test_from_torch_without_torch_names_the_extra(monkeypatch):
+def test_from_torch_of_a_non_module_names_the_argument_without_torch(monkeypatch):
+    """A88: with torch absent, ``from_torch(object())`` said "install the crosscheck extra"
+    although the argument is no torch module at all. Now a TypeError names the argument,
+    whether or not torch is installed."""
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
-    with pytest.raises(ImportError, match=r"pip install 'npcam\[crosscheck\]'"):
+    with pytest.raises(TypeError, match="module_or_state_dict must be a torch.nn.Module"):
         from_torch(object())
+
+
+def test_from_torch_without_torch_names_the_extra(monkeypatch):
+    """A torch module given where torch cannot be imported: ImportError naming the extra."""
+    Module = type("Module", (), {"__module__": "torch.nn.modules.module"})
+    Fake = type("Fake", (Module,), {})
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"pip install 'npcam\[crosscheck\]'"):
+        from_torch(Fake())
 
 
 def test_from_torch_state_dict_needs_no_torch(monkeypatch):

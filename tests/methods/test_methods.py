@@ -33,6 +33,7 @@ from scipy.special import log_softmax as sp_log_softmax
 from scipy.special import softmax as sp_softmax
 
 from npcam import (
+    CAMResult,
     Conv2d,
     Dropout,
     Flatten,
@@ -41,11 +42,6 @@ from npcam import (
     MaxPool2d,
     ReLU,
     Sequential,
-)
-from npcam.gradcheck import numerical_gradient, relative_error
-from npcam.image import normalize, upsample
-from npcam.methods import (
-    CAMResult,
     cam,
     cam_equivalence,
     counterfactual,
@@ -56,6 +52,8 @@ from npcam.methods import (
     guided_grad_cam,
     saliency,
 )
+from npcam.gradcheck import numerical_gradient, relative_error
+from npcam.image import normalize, upsample
 
 TINY = np.finfo(np.float64).tiny
 SCORES = ("logit", "softmax", "log_softmax")
@@ -570,13 +568,13 @@ def test_relu_rules_on_recorded_signals(net, data):
     sites = _relu_sites(model)
     assert sites
     standard = {}
-    model.backward(seed, relu="standard", param_grads=False, record=True)
+    model.backward(seed, relu_rule="standard", param_grads=False, record=True)
     last_relu, last_prev = sites[-1]
     standard["g"] = model.gradients[last_relu].copy()
     standard["in"] = _recorded(model, last_prev)[0].copy()
     for rule in ("guided", "deconvnet"):
         model.forward(x)
-        out = model.backward(seed, relu=rule, param_grads=False, record=True)
+        out = model.backward(seed, relu_rule=rule, param_grads=False, record=True)
         np.testing.assert_array_equal(out, model.input_gradient)
         for relu_name, prev in sites:
             g = model.gradients[relu_name]

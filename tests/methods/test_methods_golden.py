@@ -26,8 +26,12 @@ import math
 import numpy as np
 import pytest
 
-from npcam import Conv2d, GlobalAvgPool2d, Linear, ReLU, Sequential
-from npcam.methods import (
+from npcam import (
+    Conv2d,
+    GlobalAvgPool2d,
+    Linear,
+    ReLU,
+    Sequential,
     cam,
     cam_equivalence,
     counterfactual,

@@ -109,13 +109,14 @@ def test_flatten_gap_dropout_forward_rules():
     x4 = np.arange(24.0).reshape(2, 3, 2, 2)
     np.testing.assert_array_equal(npcam.Flatten().forward(x4)[1], np.arange(12.0, 24.0))
     gap = npcam.GlobalAvgPool2d()
-    out = gap.forward(x4)
+    out, cache = gap.run(x4)
     assert out.shape == (2, 3)
     np.testing.assert_array_equal(out, [[1.5, 5.5, 9.5], [13.5, 17.5, 21.5]])
-    np.testing.assert_array_equal(gap.backward(np.ones((2, 3))), np.full((2, 3, 2, 2), 0.25))
+    np.testing.assert_array_equal(gap.vjp(np.ones((2, 3)), cache)[0], np.full((2, 3, 2, 2), 0.25))
     drop = npcam.Dropout(0.5)
-    np.testing.assert_array_equal(drop.forward(x4), x4)
-    np.testing.assert_array_equal(drop.backward(x4 * 3), x4 * 3)
+    out, cache = drop.run(x4)
+    np.testing.assert_array_equal(out, x4)
+    np.testing.assert_array_equal(drop.vjp(x4 * 3, cache)[0], x4 * 3)
 
 
 def test_maxpool_default_stride_is_kernel():
@@ -137,27 +138,29 @@ def test_outputs_are_float64(dtype):
     the parameter gradients."""
     x = (np.arange(2 * 3 * 4 * 4) % 7 - 3).reshape(2, 3, 4, 4).astype(dtype)
     for layer in _all_layers():
-        out = layer.forward(x)
+        out, cache = layer.run(x)
         assert out.dtype == np.float64, type(layer).__name__
-        dx = layer.backward(np.ones(out.shape))
+        dx, grads = layer.vjp(np.ones(out.shape), cache, param_grads=True)
         assert dx.dtype == np.float64, type(layer).__name__
-        for g in layer.grads.values():
+        assert set(grads) == set(layer.params())
+        for g in grads.values():
             assert g.dtype == np.float64
     lin = npcam.Linear(3, 2, rng=0)
-    assert lin.forward(np.ones((2, 3), dtype=dtype)).dtype == np.float64
-    assert lin.backward(np.ones((2, 2))).dtype == np.float64
+    out, cache = lin.run(np.ones((2, 3), dtype=dtype))
+    assert out.dtype == np.float64
+    assert lin.vjp(np.ones((2, 2)), cache)[0].dtype == np.float64
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.float32])
 @pytest.mark.parametrize("layer", _all_layers(), ids=lambda layer: type(layer).__name__)
 def test_backward_of_non_float64_dout_is_float64(layer, dtype):
-    """Layer.backward is public (DESIGN.md: float64 throughout): an int or float32 dout is
+    """Layer.vjp is public (DESIGN.md: float64 throughout): an int or float32 dout is
     converted like every other input, so dx and every parameter gradient are float64."""
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
-    out = layer.forward(x)
-    dx = layer.backward(np.ones(out.shape, dtype=dtype))
+    out, cache = layer.run(x)
+    dx, grads = layer.vjp(np.ones(out.shape, dtype=dtype), cache, param_grads=True)
     assert dx.dtype == np.float64
-    for name, g in layer.grads.items():
+    for name, g in grads.items():
         assert g.dtype == np.float64, name
 
 
@@ -170,23 +173,75 @@ def test_backward_validates_dout(layer):
     (N, 1, 1, 1), (1, ...) or scalar dout today) nor a bare NumPy error."""
     x = np.random.default_rng(0).standard_normal((2, 3) if isinstance(layer, npcam.Linear)
                                                   else (2, 3, 4, 4))
-    out = layer.forward(x)
+    out, cache = layer.run(x)
     wrong = [np.ones(out.shape[:1] + (1,) * (out.ndim - 1)), np.ones((1, *out.shape[1:])),
              np.array(1.0)]
     for bad in wrong:
         with pytest.raises(ValueError, match="dout"):
-            layer.backward(bad)
+            layer.vjp(bad, cache)
     with pytest.raises(ValueError, match="dout"):
-        layer.backward(np.full(out.shape, np.nan))
+        layer.vjp(np.full(out.shape, np.nan), cache)
 
 
-def test_backward_before_forward_is_runtime_error():
-    """Every layer refuses backward before any forward."""
+def test_vjp_needs_the_cache_of_run():
+    """A layer keeps no state: vjp takes the cache its run returned, and anything else
+    (None, another object) is a TypeError naming the cache, not a bare AttributeError."""
     for layer in (npcam.Conv2d(1, 1, 1), npcam.Linear(1, 1), npcam.ReLU(), npcam.MaxPool2d(1),
                   npcam.GlobalAvgPool2d(), npcam.Flatten(), npcam.Dropout(),
                   npcam.BatchNorm2d(1)):
-        with pytest.raises(RuntimeError, match="before forward"):
-            layer.backward(np.ones((1, 1, 1, 1)))
+        for bad in (None, (1, 2), "cache"):
+            with pytest.raises(TypeError, match="cache"):
+                layer.vjp(np.ones((1, 1, 1, 1)), bad)
+
+
+def test_layers_keep_no_cache():
+    """Running a layer leaves its attributes as they were: the cache is returned, not
+    stored, so the same instance can be called at several places of a model."""
+    rng = np.random.default_rng(0)
+    for layer in _all_layers() + [npcam.Linear(3, 2, rng=0)]:
+        x = rng.standard_normal((2, 3) if isinstance(layer, npcam.Linear) else (2, 3, 4, 4))
+        before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(layer).items()}
+        out, cache = layer.run(x)
+        layer.vjp(np.ones_like(out), cache, param_grads=True)
+        after = vars(layer)
+        assert set(after) == set(before), type(layer).__name__
+        for k, v in before.items():
+            if isinstance(v, np.ndarray):
+                np.testing.assert_array_equal(after[k], v)
+            else:
+                assert after[k] == v
+
+
+def test_parameter_assignment_is_checked():
+    """A26/A27: ``net["3"].weight = wrong_shape`` said "cannot reshape array of size 270"
+    at the next forward, and a list weight gave "'list' object has no attribute 'T'". Now
+    assignment checks: a wrong shape is a ValueError naming the layer, the parameter and
+    the expected shape; a list of numbers is converted to a float64 array; NaN refused."""
+    conv = npcam.Conv2d(4, 6, 3, rng=0)
+    expected = r"Conv2d\.weight must have shape \(6, 4, 3, 3\), got \(6, 5, 3, 3\)"
+    with pytest.raises(ValueError, match=expected):
+        conv.weight = np.zeros((6, 5, 3, 3))
+    lin = npcam.Linear(3, 2, rng=0)
+    lin.weight = lin.weight.tolist()
+    assert isinstance(lin.weight, np.ndarray) and lin.weight.dtype == np.float64
+    out = lin.forward(np.ones((1, 3)))
+    np.testing.assert_allclose(out, np.ones((1, 3)) @ lin.weight.T + lin.bias, rtol=1e-15)
+    with pytest.raises(ValueError, match="finite"):
+        lin.bias = np.array([np.nan, 0.0])
+    with pytest.raises(ValueError, match=r"Linear\.bias must have shape \(2,\)"):
+        lin.bias = np.zeros(3)
+
+
+def test_huge_layers_are_refused_before_allocating():
+    """A84: ``npcam.Linear(4, 10**10)`` asked NumPy for 298 GiB (MemoryError); a layer
+    over MAX_LAYER_PARAMETERS, or a kernel / channel count over its bound, is a ValueError
+    before anything is allocated."""
+    with pytest.raises(ValueError, match="MAX_LAYER_PARAMETERS"):
+        npcam.Linear(4, 10**10)
+    with pytest.raises(ValueError, match="kernel_size must be at most 64"):
+        npcam.Conv2d(3, 3, 10**6)
+    with pytest.raises(ValueError, match="out_channels must be at most 65536"):
+        npcam.Conv2d(3, 10**6, 1)
 
 
 # ============================================================================ batch norm
@@ -248,12 +303,12 @@ def test_batchnorm_eval_uses_running_stats_by_hand():
     bn.running_var = np.array([3.75, 0.0])
     bn.weight = np.array([2.0, 3.0])
     bn.bias = np.array([0.5, -1.0])
-    y = bn.forward(np.array([[[[1.0, 5.0]], [[-2.0, -1.5]]]]))
+    y, cache = bn.run(np.array([[[[1.0, 5.0]], [[-2.0, -1.5]]]]))
     np.testing.assert_array_equal(y, [[[[0.5, 4.5]], [[-1.0, 2.0]]]])
     np.testing.assert_array_equal(bn.running_mean, [1.0, -2.0])
     np.testing.assert_array_equal(bn.running_var, [3.75, 0.0])
     assert int(bn.num_batches_tracked) == 0
-    dx = bn.backward(np.ones((1, 2, 1, 2)))
+    dx, _ = bn.vjp(np.ones((1, 2, 1, 2)), cache)
     np.testing.assert_array_equal(dx, [[[[1.0, 1.0]], [[6.0, 6.0]]]])  # γ/σ = 1 and 6
 
 

@@ -302,14 +302,16 @@ def test_param_grads_match_finite_differences(train):
 
 def test_param_grads_false_leaves_grads_untouched():
     """param_grads=False computes the same input gradient (bit for bit) and does not touch
-    any layer's grads: a fresh net keeps empty grads; a net with earlier grads keeps them."""
+    the kept parameter gradients: a fresh net keeps none; a net with earlier ones keeps
+    them; vjp returns param_grads None."""
     rng = np.random.default_rng(4)
     net = _param_net(rng)
     x1, x2 = rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((2, 2, 5, 4))
     s = rng.standard_normal((2, 3))
     net.forward(x1)
     g_no = net.backward(s, param_grads=False)
-    assert all(leaf.grads == {} for _, leaf in net.named_layers())
+    assert net.named_grads() == {}
+    assert net.vjp(net.trace, s).param_grads is None
     g_yes = net.backward(s, param_grads=True)
     np.testing.assert_array_equal(g_no, g_yes)
     before = {k: v.copy() for k, v in net.named_grads().items()}
@@ -344,7 +346,7 @@ def test_record_fills_gradients_consistently():
 
 def test_backward_errors():
     """backward before forward: RuntimeError; an unknown `to`: ValueError naming it; a
-    grad_output of the wrong shape or with NaN, or an unknown relu rule: ValueError."""
+    cotangent of the wrong shape or with NaN, or an unknown relu rule: ValueError."""
     rng = np.random.default_rng(6)
     net = make_net(rng)
     with pytest.raises(RuntimeError, match="before forward"):
@@ -357,12 +359,12 @@ def test_backward_errors():
     with pytest.raises(TypeError):
         net.backward(np.ones((2, 3)), to=3)
     for bad in (np.ones((1, 3)), np.ones((2, 4)), np.ones(3), np.ones((2, 3, 1))):
-        with pytest.raises(ValueError, match="grad_output"):
+        with pytest.raises(ValueError, match="cotangent"):
             net.backward(bad)
-    with pytest.raises(ValueError, match="grad_output"):
+    with pytest.raises(ValueError, match="cotangent"):
         net.backward(np.array([[1.0, np.nan, 0.0], [0.0, 0.0, 1.0]]))
     with pytest.raises(ValueError, match="relu"):
-        net.backward(np.ones((2, 3)), relu="leaky")
+        net.backward(np.ones((2, 3)), relu_rule="leaky")
 
 
 def test_relu_rule_reaches_every_relu():
@@ -379,7 +381,7 @@ def test_relu_rule_reaches_every_relu():
     rules = {"standard": d * (pre > 0), "deconvnet": d * (d > 0),
              "guided": d * (pre > 0) * (d > 0)}
     for rule, dh in rules.items():
-        got = net.backward(s, relu=rule)
+        got = net.backward(s, relu_rule=rule)
         assert np.max(np.abs(got - dh @ l1.weight)) <= 1e-13 * np.max(np.abs(dh) @ np.abs(
             l1.weight)), rule
 

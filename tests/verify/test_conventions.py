@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from scipy.ndimage import zoom
 
 import npcam  # noqa: E402
-import npcam.methods as explain
+import npcam as explain
 from npcam.image import upsample  # noqa: E402
 from npcam.verify import conventions as C  # noqa: E402
 

@@ -82,7 +82,8 @@ def test_check_layer_passes_every_npcam_layer(name, layer, x):
     for k, v in layer.params().items():
         np.testing.assert_array_equal(v, before[k])
     # the gradients that were checked are float64
-    assert layer.backward(np.ones_like(layer.forward(x))).dtype == np.float64
+    out, cache = layer.run(x)
+    assert layer.vjp(np.ones_like(out), cache)[0].dtype == np.float64
 
 
 @given(
@@ -106,60 +107,57 @@ def test_check_layer_passes_conv2d_over_geometries(c, f, kh, kw, sh, sw, ph, pw,
 class Float32Linear(npcam.Linear):
     """Linear whose backward is computed in float32 (results cast back to float64)."""
 
-    def backward(self, dout, relu="standard", param_grads=True):
-        cache = self._need_cache()
+    def _backward(self, dout, cache, relu_rule, param_grads):
         d32, x32 = dout.astype(np.float32), cache.x.astype(np.float32)
+        grads = {}
         if param_grads:
-            self.grads = {
+            grads = {
                 "weight": (d32.T @ x32).astype(np.float64),
                 "bias": d32.sum(axis=0).astype(np.float64),
             }
-        return (d32 @ self.weight.astype(np.float32)).astype(np.float64)
+        return (d32 @ self.weight.astype(np.float32)).astype(np.float64), grads
 
 
 class Float32Conv2d(npcam.Conv2d):
-    """Conv2d whose backward works on float32-rounded inputs and stores float32 results."""
+    """Conv2d whose backward works on float32-rounded inputs and returns float32 results."""
 
-    def backward(self, dout, relu="standard", param_grads=True):
-        cache = self._need_cache()
+    def _backward(self, dout, cache, relu_rule, param_grads):
         c32 = cache._replace(x=cache.x.astype(np.float32),
                              weight=cache.weight.astype(np.float32))
         dx, dw, db = F.conv2d_backward(dout.astype(np.float32), c32, param_grads)
+        grads = {}
         if param_grads:
-            self.grads = {"weight": dw.astype(np.float32).astype(np.float64),
-                          "bias": db.astype(np.float32).astype(np.float64)}
-        return dx.astype(np.float32).astype(np.float64)
+            grads = {"weight": dw.astype(np.float32).astype(np.float64),
+                     "bias": db.astype(np.float32).astype(np.float64)}
+        return dx.astype(np.float32).astype(np.float64), grads
 
 
 class OffByOnePaddingConv2d(npcam.Conv2d):
     """dx computed as if the padding were one larger on each side (right parameter
     gradients): the classic off-by-one of a transposed convolution."""
 
-    def backward(self, dout, relu="standard", param_grads=True):
-        cache = self._need_cache()
+    def _backward(self, dout, cache, relu_rule, param_grads):
         wrong = cache._replace(padding=(cache.padding[0] + 1, cache.padding[1] + 1))
         dx, _, _ = F.conv2d_backward(dout, wrong, param_grads=False)
         _, dw, db = F.conv2d_backward(dout, cache, param_grads=True)
-        if param_grads:
-            self.grads = {"weight": dw, "bias": db}
-        return dx
+        return dx, ({"weight": dw, "bias": db} if param_grads else {})
 
 
 class MisCroppedConv2d(npcam.Conv2d):
     """The right dx, cropped one row and one column off (shifted by one pixel)."""
 
-    def backward(self, dout, relu="standard", param_grads=True):
-        dx = super().backward(dout, relu=relu, param_grads=param_grads)
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        dx, grads = super()._backward(dout, cache, relu_rule, param_grads)
         shifted = np.zeros_like(dx)
         shifted[:, :, 1:, 1:] = dx[:, :, :-1, :-1]
-        return shifted
+        return shifted, grads
 
 
 class DeconvnetReLU(npcam.ReLU):
     """A ReLU whose backward ignores x (the deconvnet rule): not the true derivative."""
 
-    def backward(self, dout, relu="standard", param_grads=True):
-        return super().backward(dout, relu="deconvnet")
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        return super()._backward(dout, cache, "deconvnet", param_grads)
 
 
 def test_float32_backward_fails():

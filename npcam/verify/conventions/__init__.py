@@ -40,9 +40,10 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import zoom
 
-from ... import methods as explain
 from ..._validate import as_float_array, as_pair, describe
 from ...image import upsample
+from ...methods import grad_cam as _grad_cam_module
+from ...methods import gradients as _gradients
 
 __all__ = [
     "DEFAULT_SCORES",
@@ -241,7 +242,7 @@ def captum_guided_grad_cam(
     """
     a, g = _maps_pair(activations, gradients)
     mode = _check_captum_mode(interpolate_mode, allow_none=False)
-    gb = _guided_array(guided, a.shape[0], a.dtype)
+    gb = _guided_array(guided, a.shape[0], a.dtype.type)
     cam = captum_layer_grad_cam(a, g, gb.shape[2:], relu_attributions=True, interpolate_mode=mode)
     return gb * cam
 
@@ -593,7 +594,7 @@ def grad_cam(
     name, conv = _convention(convention)
     _check_options(name, options, conv.options)
     _one_target(target)
-    r = explain.grad_cam(model, x, target, layer, DEFAULT_SCORES[name] if score is None else score)
+    r = _grad_cam_module.grad_cam(model, x, target, layer, DEFAULT_SCORES[name] if score is None else score)
     size = input_size
     if size is None and conv.resizes(options):
         size = np.shape(x)[-2:]
@@ -626,6 +627,6 @@ def guided_grad_cam(
     _check_options(name, options, conv.guided_options)
     _one_target(target)
     score = DEFAULT_SCORES[name] if score is None else score
-    r = explain.grad_cam(model, x, target, layer, score)
-    gb = explain.guided_backprop(model, x, r.target, score)
+    r = _grad_cam_module.grad_cam(model, x, target, layer, score)
+    gb = _gradients.guided_backprop(model, x, r.target, score)
     return conv.guided(gb, r.activations, r.gradients, **options)
