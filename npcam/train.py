@@ -37,7 +37,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ._validate import as_float_array, as_positive_int, describe
-from .nn import layers as L
+from .nn import layers
 from .nn.functional import softmax_cross_entropy
 from .nn.sequential import Sequential
 
@@ -426,7 +426,7 @@ def _num_classes(model: Sequential, x1: np.ndarray) -> int:
     return int(out.shape[1])
 
 
-def _frozen_leaves(leaves: Sequence[tuple[str, L.Layer]], freeze: Iterable[str]) -> set[str]:
+def _frozen_leaves(leaves: Sequence[tuple[str, layers.Layer]], freeze: Iterable[str]) -> set[str]:
     if isinstance(freeze, str):
         freeze = (freeze,)
     names = [leaf for leaf, _ in leaves]
@@ -444,18 +444,18 @@ def _frozen_leaves(leaves: Sequence[tuple[str, L.Layer]], freeze: Iterable[str])
     return frozen
 
 
-def _set_modes(model: Sequential, leaves: Sequence[tuple[str, L.Layer]], frozen: set[str]) -> None:
+def _set_modes(model: Sequential, leaves: Sequence[tuple[str, layers.Layer]], frozen: set[str]) -> None:
     model.train()
     for name, leaf in leaves:
         if name in frozen:
             leaf.training = False
 
 
-def _modes(model: Sequential) -> list[tuple[L.Layer | Sequential, bool]]:
+def _modes(model: Sequential) -> list[tuple[layers.Layer | Sequential, bool]]:
     return [(model, model.training)] + [(leaf, leaf.training) for _, leaf in model.named_layers()]
 
 
-def _restore(model: Sequential, modes: list[tuple[L.Layer | Sequential, bool]]) -> None:
+def _restore(model: Sequential, modes: list[tuple[layers.Layer | Sequential, bool]]) -> None:
     for layer, mode in modes:
         layer.training = mode
 

@@ -53,7 +53,7 @@ MIN_CONTRAST = 0.3
 #: for the contrast rule.
 CONTRAST_MARGIN = 3
 #: Background pixels kept between the boxes of the two objects of a two-object scene.
-GAP = 2
+OBJECT_SPACING = 2
 
 _COLOUR_CANDIDATES = 8
 _PLACEMENT_ATTEMPTS = 10  # random placements of a pair before the corner placement
@@ -170,7 +170,7 @@ def _place_pair(
     angles: list[float],
     min_size: int,
 ) -> tuple[list[np.ndarray], list[tuple[int, int]], list[int]]:
-    """Place two shapes with at least ``GAP`` background pixels between their boxes.
+    """Place two shapes with at least ``OBJECT_SPACING`` background pixels between their boxes.
 
     Each attempt places the first shape uniformly at random, and the second uniformly
     among the positions that keep it apart; if there is none, the next attempt follows.
@@ -196,7 +196,8 @@ def _place_pair(
         h, w = m2.shape
         rr = np.arange(size - h + 1)[:, None]
         cc = np.arange(size - w + 1)[None, :]
-        apart = (rr + h + GAP <= r0) | (rr >= r1 + GAP) | (cc + w + GAP <= c0) | (cc >= c1 + GAP)
+        d = OBJECT_SPACING
+        apart = (rr + h + d <= r0) | (rr >= r1 + d) | (cc + w + d <= c0) | (cc >= c1 + d)
         ok = np.flatnonzero(apart)
         if ok.size:
             r2, c2 = divmod(int(ok[int(rng.integers(0, ok.size))]), size - w + 1)
@@ -364,7 +365,7 @@ def make_scenes(
     n : number of scenes (>= 1).
     size : image height and width in pixels (>= 16).
     objects : 1 or 2 shapes per scene. With 2, the shapes have different classes and
-        their boxes are separated by at least ``GAP`` background pixels (so the masks are
+        their boxes are separated by at least ``OBJECT_SPACING`` background pixels (so the masks are
         disjoint and not 8-connected to each other); ``labels`` is the first one's class.
         The pair is placed by bounded rejection: a few random placements of the first
         shape with the second uniform among the positions apart from it; then the same
@@ -420,10 +421,10 @@ def make_scenes(
             f"max_size must be <= {limit} for size={size}"
             f"{' with rotate=True' if rotate else ''}, got {max_size}."
         )
-    if objects == 2 and 2 * math.ceil(min_size * span) + GAP > size:
+    if objects == 2 and 2 * math.ceil(min_size * span) + OBJECT_SPACING > size:
         raise ValueError(
             f"min_size must leave room for two objects in a {size}-pixel image "
-            f"(2 * min_size{' * sqrt(2)' if rotate else ''} + {GAP} <= size), got {min_size}."
+            f"(2 * min_size{' * sqrt(2)' if rotate else ''} + {OBJECT_SPACING} <= size), got {min_size}."
         )
 
     n_cls = len(names)

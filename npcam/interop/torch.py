@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import as_float_array, as_pair, describe
-from ..nn import layers as L
+from ..nn import layers
 from ..nn.config import model_from_config
 from ..nn.sequential import Sequential
 
@@ -136,7 +136,7 @@ def _conv_padding(name: str, m: Any) -> tuple[int, int]:
     return int(pad[0]), int(pad[1])
 
 
-def _convert_leaf(torch: Any, name: str, m: Any, next_leaf: Any) -> L.Layer | None:
+def _convert_leaf(torch: Any, name: str, m: Any, next_leaf: Any) -> layers.Layer | None:
     """The npcam layer for one torch leaf module (None: skip it), or ValueError."""
     nn = torch.nn
     if _plain(m, nn.Conv2d):
@@ -149,12 +149,12 @@ def _convert_leaf(torch: Any, name: str, m: Any, next_leaf: Any) -> L.Layer | No
             problems.append(f"padding_mode={m.padding_mode!r} (npcam pads with zeros)")
         if problems:
             raise ValueError(f"{_where(name, m)} is not supported: {', '.join(problems)}.")
-        return L.Conv2d(
+        return layers.Conv2d(
             m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride),
             _conv_padding(name, m), bias=m.bias is not None,
         )
     if _plain(m, nn.ReLU):
-        return L.ReLU()
+        return layers.ReLU()
     if _plain(m, nn.MaxPool2d):
         k = as_pair("kernel_size", m.kernel_size)
         s = k if m.stride is None else as_pair("stride", m.stride)
@@ -169,7 +169,7 @@ def _convert_leaf(torch: Any, name: str, m: Any, next_leaf: Any) -> L.Layer | No
             problems.append("return_indices=True (the layer must output one tensor)")
         if problems:
             raise ValueError(f"{_where(name, m)} is not supported: {', '.join(problems)}.")
-        return L.MaxPool2d(k, s)
+        return layers.MaxPool2d(k, s)
     if _plain(m, nn.AdaptiveAvgPool2d):
         size = m.output_size
         if size not in (1, (1, 1), [1, 1]):
@@ -183,18 +183,18 @@ def _convert_leaf(torch: Any, name: str, m: Any, next_leaf: Any) -> L.Layer | No
                 f"{_where(name, m)} must be followed by Flatten() (npcam's GlobalAvgPool2d "
                 f"outputs (N, K) where torch outputs (N, K, 1, 1)), but it is followed by {after}."
             )
-        return L.GlobalAvgPool2d()
+        return layers.GlobalAvgPool2d()
     if _plain(m, nn.Flatten):
         if m.start_dim != 1 or m.end_dim != -1:
             raise ValueError(
                 f"{_where(name, m)} has start_dim={m.start_dim}, end_dim={m.end_dim}; npcam "
                 "flattens everything after the batch axis (start_dim=1, end_dim=-1)."
             )
-        return L.Flatten()
+        return layers.Flatten()
     if _plain(m, nn.Linear):
-        return L.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+        return layers.Linear(m.in_features, m.out_features, bias=m.bias is not None)
     if _plain(m, nn.Dropout):
-        return L.Dropout(m.p)
+        return layers.Dropout(m.p)
     if _plain(m, nn.BatchNorm2d):
         problems = []
         if not m.affine:
@@ -205,7 +205,7 @@ def _convert_leaf(torch: Any, name: str, m: Any, next_leaf: Any) -> L.Layer | No
             problems.append("momentum=None (a cumulative average, which npcam does not implement)")
         if problems:
             raise ValueError(f"{_where(name, m)} is not supported: {', '.join(problems)}.")
-        return L.BatchNorm2d(m.num_features, eps=float(m.eps), momentum=float(m.momentum))
+        return layers.BatchNorm2d(m.num_features, eps=float(m.eps), momentum=float(m.momentum))
     if _plain(m, nn.Identity):
         return None
     hint = ""
@@ -248,8 +248,8 @@ def _torch_leaves(nn: Any, module: Any, prefix: str) -> list[tuple[str, Any]]:
     return out
 
 
-def _build(nn: Any, module: Any, prefix: str, converted: dict[str, L.Layer | None]) -> Sequential:
-    children: dict[str, L.Layer | Sequential] = {}
+def _build(nn: Any, module: Any, prefix: str, converted: dict[str, layers.Layer | None]) -> Sequential:
+    children: dict[str, layers.Layer | Sequential] = {}
     for name, child in _entries(module):
         full = f"{prefix}{name}"
         if _plain(child, nn.Sequential):
@@ -333,7 +333,7 @@ def from_torch(module_or_state_dict: Any, *, architecture: Any = None) -> Sequen
             "architecture=<the equivalent npcam model> instead."
         )
     leaves = _torch_leaves(nn, module, "")
-    converted: dict[str, L.Layer | None] = {}
+    converted: dict[str, layers.Layer | None] = {}
     for i, (name, m) in enumerate(leaves):
         # Dropout and Identity are the identity at inference: look past them for the
         # Flatten that must follow AdaptiveAvgPool2d(1).

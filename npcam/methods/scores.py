@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..nn import functional as F
+from ..nn import functional
 
 __all__ = ["SCORES", "check_score", "scores_and_cotangent"]
 
@@ -47,7 +47,7 @@ def scores_and_cotangent(
     if score == "logit":
         return logits[rows, target], onehot
     if score == "softmax":
-        p, cache = F.softmax_forward(logits)
-        return p[rows, target], F.softmax_backward(onehot, cache)
-    log_p, cache = F.log_softmax_forward(logits)
-    return log_p[rows, target], F.log_softmax_backward(onehot, cache)
+        p, cache = functional.softmax_forward(logits)
+        return p[rows, target], functional.softmax_backward(onehot, cache)
+    log_p, cache = functional.log_softmax_forward(logits)
+    return log_p[rows, target], functional.log_softmax_backward(onehot, cache)

@@ -28,7 +28,7 @@ from .._validate import (
     MAX_NODES,
     describe,
 )
-from . import layers as L
+from . import layers
 from .layers import BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer, Linear, MaxPool2d, ReLU
 from .sequential import Sequential
 
@@ -385,7 +385,7 @@ def layer_from_config(config: Mapping[str, Any]) -> Layer:
     return layer
 
 
-def model_from_config(config: Mapping[str, Any], state_dict: Mapping[str, Any] | None = None) -> L.Layer:
+def model_from_config(config: Mapping[str, Any], state_dict: Mapping[str, Any] | None = None) -> layers.Layer:
     """Rebuild a model (or a leaf layer) from ``config()``.
 
     Parameters

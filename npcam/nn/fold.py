@@ -7,7 +7,7 @@ import copy
 import numpy as np
 
 from .._validate import describe
-from . import layers as L
+from . import layers
 from .sequential import Sequential
 
 __all__ = ["fold_batchnorm"]
@@ -26,14 +26,14 @@ def fold_batchnorm(model: Sequential) -> Sequential:
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be an npcam.Sequential, got {describe(model)}.")
     items = list(model.children.items())
-    out: dict[str, L.Layer | Sequential] = {}
+    out: dict[str, layers.Layer | Sequential] = {}
     i = 0
     while i < len(items):
         name, layer = items[i]
         nxt = items[i + 1][1] if i + 1 < len(items) else None
         if isinstance(layer, Sequential):
             out[name] = fold_batchnorm(layer)
-        elif isinstance(layer, L.Conv2d) and isinstance(nxt, L.BatchNorm2d) and not nxt.training:
+        elif isinstance(layer, layers.Conv2d) and isinstance(nxt, layers.BatchNorm2d) and not nxt.training:
             out[name] = _fold(layer, nxt)
             i += 1
         else:
@@ -42,8 +42,8 @@ def fold_batchnorm(model: Sequential) -> Sequential:
     return Sequential(out)
 
 
-def _fold(conv: L.Conv2d, bn: L.BatchNorm2d) -> L.Conv2d:
-    folded = L.Conv2d(
+def _fold(conv: layers.Conv2d, bn: layers.BatchNorm2d) -> layers.Conv2d:
+    folded = layers.Conv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True
     )
     scale = bn.weight / np.sqrt(bn.running_var + bn.eps)

@@ -26,8 +26,7 @@ from .._validate import (
     as_positive_int,
     describe,
 )
-from . import _conv
-from . import functional as F
+from . import _conv, functional
 from .trace import RELU_RULES
 
 __all__ = [
@@ -275,7 +274,7 @@ class Conv2d(Layer):
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return F.conv_output_size(h, kh, sh, ph), F.conv_output_size(w, kw, sw, pw)
+        return functional.conv_output_size(h, kh, sh, ph), functional.conv_output_size(w, kw, sw, pw)
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         self._check_shape(x, 4, self.in_channels)
@@ -334,10 +333,10 @@ class Linear(Layer):
                 f"the input of Linear must have {self.in_features} features (axis 1), "
                 f"got shape {x.shape}."
             )
-        return F.linear_forward(x, self.weight, self.bias)
+        return functional.linear_forward(x, self.weight, self.bias)
 
     def _backward(self, dout, cache, relu_rule, param_grads):
-        dx, dw, db = F.linear_backward(dout, cache, param_grads)
+        dx, dw, db = functional.linear_backward(dout, cache, param_grads)
         return dx, _param_grads(dw, db)
 
 
@@ -346,10 +345,10 @@ class ReLU(Layer):
     (see :func:`npcam.nn.functional.relu_backward`)."""
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
-        return F.relu_forward(x)
+        return functional.relu_forward(x)
 
     def _backward(self, dout, cache, relu_rule, param_grads):
-        return F.relu_backward(dout, cache, relu_rule), {}
+        return functional.relu_backward(dout, cache, relu_rule), {}
 
 
 class MaxPool2d(Layer):
@@ -375,10 +374,10 @@ class MaxPool2d(Layer):
                 f"the input of MaxPool2d must be at least as large as the kernel "
                 f"{self.kernel_size}, got spatial size {x.shape[2:]}."
             )
-        return F.max_pool2d_forward(x, self.kernel_size, self.stride)
+        return functional.max_pool2d_forward(x, self.kernel_size, self.stride)
 
     def _backward(self, dout, cache, relu_rule, param_grads):
-        return F.max_pool2d_backward(dout, cache), {}
+        return functional.max_pool2d_backward(dout, cache), {}
 
 
 class GlobalAvgPool2d(Layer):
@@ -387,10 +386,10 @@ class GlobalAvgPool2d(Layer):
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         self._check_shape(x, 4)
-        return F.global_avg_pool2d_forward(x)
+        return functional.global_avg_pool2d_forward(x)
 
     def _backward(self, dout, cache, relu_rule, param_grads):
-        return F.global_avg_pool2d_backward(dout, cache), {}
+        return functional.global_avg_pool2d_backward(dout, cache), {}
 
 
 class Flatten(Layer):
@@ -402,10 +401,10 @@ class Flatten(Layer):
             raise ValueError(
                 f"the input of Flatten must be a 2-, 3- or 4-D array, got {x.ndim}-D with shape {x.shape}."
             )
-        return F.flatten_forward(x)
+        return functional.flatten_forward(x)
 
     def _backward(self, dout, cache, relu_rule, param_grads):
-        return F.flatten_backward(dout, cache), {}
+        return functional.flatten_backward(dout, cache), {}
 
 
 class Dropout(Layer):
@@ -423,10 +422,10 @@ class Dropout(Layer):
         return {"type": "Dropout", "p": self.p}
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
-        return F.dropout_forward(x)
+        return functional.dropout_forward(x)
 
     def _backward(self, dout, cache, relu_rule, param_grads):
-        return F.dropout_backward(dout), {}
+        return functional.dropout_backward(dout), {}
 
 
 class BatchNorm2d(Layer):
@@ -476,7 +475,7 @@ class BatchNorm2d(Layer):
                 "the input of BatchNorm2d in training mode needs more than one value "
                 f"per channel, got shape {x.shape}."
             )
-        out, cache = F.batch_norm2d_forward(
+        out, cache = functional.batch_norm2d_forward(
             x, self.weight, self.bias, self.running_mean, self.running_var, self.eps,
             self.training,
         )
@@ -497,5 +496,5 @@ class BatchNorm2d(Layer):
         return out, cache
 
     def _backward(self, dout, cache, relu_rule, param_grads):
-        dx, dgamma, dbeta = F.batch_norm2d_backward(dout, cache, param_grads)
+        dx, dgamma, dbeta = functional.batch_norm2d_backward(dout, cache, param_grads)
         return dx, ({"weight": dgamma, "bias": dbeta} if param_grads else {})

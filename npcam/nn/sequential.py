@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._validate import MAX_NODES, as_float_array, describe
-from . import layers as L
+from .layers import Layer
 from .trace import RELU_RULES, VJP, FrozenMapping, Trace, all_finite
 
 __all__ = ["IncompatibleKeys", "Sequential"]
@@ -48,7 +48,7 @@ class Sequential:
     reached the input; after ``backward(..., param_grads=True)``: ``param_gradients``.
     """
 
-    def __init__(self, *layers: L.Layer | Sequential | Mapping[str, Any], **named: Any) -> None:
+    def __init__(self, *layers: Layer | Sequential | Mapping[str, Any], **named: Any) -> None:
         if layers and named:
             raise TypeError("Sequential takes layers either positionally or by keyword, not both.")
         if len(layers) == 1 and isinstance(layers[0], Mapping):
@@ -59,13 +59,13 @@ class Sequential:
             items = list(named.items())
         if not items:
             raise ValueError("Sequential needs at least one layer, got none.")
-        self.children: dict[str, L.Layer | Sequential] = {}
+        self.children: dict[str, Layer | Sequential] = {}
         for name, layer in items:
             if not isinstance(name, str) or not name or "." in name or name == "input":
                 raise ValueError(
                     f"layer names must be non-empty strings without '.' other than 'input', got {name!r}."
                 )
-            if not isinstance(layer, (L.Layer, Sequential)):
+            if not isinstance(layer, (Layer, Sequential)):
                 raise TypeError(f"layer {name!r} must be an npcam layer, got {describe(layer)}.")
             self.children[name] = layer
         self.training = False
@@ -79,9 +79,9 @@ class Sequential:
             raise ValueError(f"Sequential may hold at most MAX_NODES = {MAX_NODES} layers.")
 
     # -- structure ---------------------------------------------------------------------
-    def named_layers(self) -> list[tuple[str, L.Layer]]:
+    def named_layers(self) -> list[tuple[str, Layer]]:
         """The leaf layers in execution order, with their dotted names."""
-        out: list[tuple[str, L.Layer]] = []
+        out: list[tuple[str, Layer]] = []
         for name, child in self.children.items():
             if isinstance(child, Sequential):
                 out.extend((f"{name}.{sub}", leaf) for sub, leaf in child.named_layers())
@@ -89,9 +89,9 @@ class Sequential:
                 out.append((name, child))
         return out
 
-    def named_modules(self) -> list[tuple[str, L.Layer | Sequential]]:
+    def named_modules(self) -> list[tuple[str, Layer | Sequential]]:
         """Every named layer, containers included (before their children), as torch."""
-        out: list[tuple[str, L.Layer | Sequential]] = []
+        out: list[tuple[str, Layer | Sequential]] = []
         for name, child in self.children.items():
             out.append((name, child))
             if isinstance(child, Sequential):
@@ -99,7 +99,7 @@ class Sequential:
         return out
 
     # the model protocol's view of the structure
-    def named_nodes(self) -> list[tuple[str, L.Layer]]:
+    def named_nodes(self) -> list[tuple[str, Layer]]:
         """The nodes in topological order: for a chain, its leaves (:meth:`named_layers`)."""
         return self.named_layers()
 
@@ -114,7 +114,7 @@ class Sequential:
         """The node whose output is the logits: the last leaf."""
         return self.named_layers()[-1][0]
 
-    def __getitem__(self, name: str | int) -> L.Layer | Sequential:
+    def __getitem__(self, name: str | int) -> Layer | Sequential:
         if isinstance(name, int) and not isinstance(name, bool):
             name = str(name)
         if not isinstance(name, str):
@@ -211,7 +211,7 @@ class Sequential:
 
     def _run(
         self,
-        leaves: list[tuple[str, L.Layer]],
+        leaves: list[tuple[str, Layer]],
         h: np.ndarray,
         x: np.ndarray,
         acts: dict[str, np.ndarray],
@@ -301,7 +301,8 @@ class Sequential:
         with np.errstate(all="ignore"):
             for index in range(len(leaves) - 1, stop, -1):
                 name, leaf = leaves[index]
-                node_grads[name] = g
+                if record:  # only then: keeping every gradient alive costs memory
+                    node_grads[name] = g
                 if name not in trace.caches:
                     raise ValueError(
                         f"the backward pass cannot go through layer {name!r}: its output was "
@@ -315,6 +316,8 @@ class Sequential:
                     for key, value in grads.items():
                         total[key] = total[key] + value if key in total else value
         if not all_finite(g):
+            if not record:  # the error path: run again, recording, to name the layer
+                self.vjp(trace, cotangent, to, relu_rule, False, True)
             self._raise_overflow("backward", node_grads, list(reversed(leaves[stop + 1 :])))
         param_out = None
         if param_grads:

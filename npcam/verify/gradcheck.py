@@ -1,6 +1,6 @@
 r"""Checking a backward pass against central differences — for npcam's tests and yours.
 
-A backward pass computes ``∂L/∂x`` for ``L = ⟨s, f(x)⟩``, where ``s`` (the *seed*) is the
+A backward pass computes ``∂L/∂x`` for ``L = ⟨s, f(x)⟩``, where ``s`` (the *cotangent*) is the
 gradient arriving at the output. The same number can be estimated without any calculus:
 
     ∂L/∂x_i ≈ ⟨s, f(x + h·e_i) − f(x − h·e_i)⟩ / 2h
@@ -18,7 +18,7 @@ Checking your own backward pass::
     def f(x):                       # your forward: here y = x², elementwise
         return x ** 2
     x = np.random.default_rng(0).normal(size=(3, 4))
-    s = np.random.default_rng(1).normal(size=(3, 4))   # any seed
+    s = np.random.default_rng(1).normal(size=(3, 4))   # any cotangent
     analytic = 2 * x * s                                 # your backward applied to s
     assert relative_error(analytic, numerical_gradient(f, x, s)) < 1e-8
 
@@ -57,11 +57,11 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
 def numerical_gradient(
     f: Callable[[np.ndarray], np.ndarray],
     x: np.ndarray,
-    seed: np.ndarray,
+    cotangent: np.ndarray,
     eps: float = 1e-6,
     indices: np.ndarray | None = None,
 ) -> np.ndarray:
-    r"""Central-difference estimate of ``∂⟨seed, f(x)⟩/∂x``.
+    r"""Central-difference estimate of ``∂⟨cotangent, f(x)⟩/∂x``.
 
     ``x`` is perturbed in place one coordinate at a time and restored, so ``f`` may
     close over ``x`` (that is how parameters are checked). ``indices`` (flat positions)
@@ -69,7 +69,7 @@ def numerical_gradient(
     """
     if not isinstance(x, np.ndarray) or x.dtype != np.float64:
         raise TypeError(f"x must be a float64 numpy array (it is perturbed in place), got {describe(x)}.")
-    seed = as_float_array("seed", seed)
+    cotangent = as_float_array("cotangent", cotangent)
     if not (isinstance(eps, float) and eps > 0):
         raise ValueError(f"eps must be a positive float, got {eps!r}.")
     flat = x.reshape(-1)  # a view: writes reach x
@@ -84,16 +84,16 @@ def numerical_gradient(
         flat[i] = old - eps
         minus = np.array(f(x), dtype=np.float64)
         flat[i] = old
-        if plus.shape != seed.shape:
-            raise ValueError(f"seed must have the shape of f(x), {plus.shape}, got {seed.shape}.")
-        grad[i] = np.sum(seed * (plus - minus)) / (2 * eps)
+        if plus.shape != cotangent.shape:
+            raise ValueError(f"cotangent must have the shape of f(x), {plus.shape}, got {cotangent.shape}.")
+        grad[i] = np.sum(cotangent * (plus - minus)) / (2 * eps)
     return grad.reshape(x.shape)
 
 
 def check_layer(
     layer,
     x: np.ndarray,
-    seed: np.ndarray | None = None,
+    cotangent: np.ndarray | None = None,
     eps: float = 1e-6,
     max_coords: int | None = None,
     rng: np.random.Generator | int | None = 0,
@@ -105,17 +105,17 @@ def check_layer(
     ``vjp(dout, cache, param_grads=True) -> (dx, grads)`` and ``params()``); its
     parameters are perturbed in place and restored.
 
-    ``seed`` defaults to a random array of the output's shape. With ``max_coords``, at
+    ``cotangent`` defaults to a random array of the output's shape. With ``max_coords``, at
     most that many randomly chosen coordinates of each tensor are checked (for large
     layers). Pass the result to your own assertion, e.g. ``max(errors.values()) < 1e-8``.
     """
     x = np.array(as_float_array("x", x), dtype=np.float64, copy=True)
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     out, cache = layer.run(x)
-    if seed is None:
-        seed = gen.standard_normal(out.shape)
-    seed = as_float_array("seed", seed)
-    dx, grads = layer.vjp(seed, cache, param_grads=True)
+    if cotangent is None:
+        cotangent = gen.standard_normal(out.shape)
+    cotangent = as_float_array("cotangent", cotangent)
+    dx, grads = layer.vjp(cotangent, cache, param_grads=True)
     analytic = {"x": dx, **{k: np.array(v, copy=True) for k, v in grads.items()}}
 
     def pick(size: int) -> np.ndarray | None:
@@ -128,11 +128,11 @@ def check_layer(
 
     errors: dict[str, float] = {}
     idx = pick(x.size)
-    numeric = numerical_gradient(forward, x, seed, eps, idx)
+    numeric = numerical_gradient(forward, x, cotangent, eps, idx)
     errors["x"] = _masked_error(analytic["x"], numeric)
     for name, param in layer.params().items():
         idx = pick(param.size)
-        numeric = numerical_gradient(lambda _p: forward(x), param, seed, eps, idx)
+        numeric = numerical_gradient(lambda _p: forward(x), param, cotangent, eps, idx)
         errors[name] = _masked_error(analytic[name], numeric)
     return errors
 

@@ -67,7 +67,7 @@ from ..image import upsample
 from ..methods.grad_cam import grad_cam
 from ..methods.gradients import deconvnet, guided_backprop, saliency
 from ..methods.guided_grad_cam import guided_grad_cam
-from ..nn import layers as L
+from ..nn import layers
 from ..nn.config import model_from_config
 from ..nn.io import NpzArchive, parse_json, read_json, read_npy, write_npz
 from ..nn.sequential import Sequential
@@ -152,51 +152,54 @@ class _Case:
 
 def _gap_fc() -> Sequential:
     return Sequential(
-        L.Conv2d(3, 6, 3, padding=1), L.ReLU(),
-        L.Conv2d(6, 8, 3, padding=1), L.ReLU(),
-        L.GlobalAvgPool2d(), L.Flatten(), L.Linear(8, 5),
+        layers.Conv2d(3, 6, 3, padding=1), layers.ReLU(),
+        layers.Conv2d(6, 8, 3, padding=1), layers.ReLU(),
+        layers.GlobalAvgPool2d(), layers.Flatten(), layers.Linear(8, 5),
     )
 
 
 def _vgg() -> Sequential:
     return Sequential(
-        L.Conv2d(3, 4, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
-        L.Conv2d(4, 6, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
-        L.Flatten(), L.Linear(24, 10), L.ReLU(), L.Linear(10, 4),
+        layers.Conv2d(3, 4, 3, padding=1), layers.ReLU(), layers.MaxPool2d(2),
+        layers.Conv2d(4, 6, 3, padding=1), layers.ReLU(), layers.MaxPool2d(2),
+        layers.Flatten(), layers.Linear(24, 10), layers.ReLU(), layers.Linear(10, 4),
     )
 
 
 def _strided() -> Sequential:
     return Sequential(
-        L.Conv2d(3, 5, 4, stride=2), L.ReLU(),
-        L.Conv2d(5, 7, 3, stride=2), L.ReLU(),
-        L.GlobalAvgPool2d(), L.Linear(7, 3),
+        layers.Conv2d(3, 5, 4, stride=2), layers.ReLU(),
+        layers.Conv2d(5, 7, 3, stride=2), layers.ReLU(),
+        layers.GlobalAvgPool2d(), layers.Linear(7, 3),
     )
 
 
 def _nested() -> Sequential:
     return Sequential(
         features=Sequential(
-            L.Conv2d(3, 4, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
-            L.Conv2d(4, 8, 3, padding=1), L.ReLU(),
+            layers.Conv2d(3, 4, 3, padding=1), layers.ReLU(), layers.MaxPool2d(2),
+            layers.Conv2d(4, 8, 3, padding=1), layers.ReLU(),
         ),
-        classifier=Sequential(L.GlobalAvgPool2d(), L.Flatten(), L.Dropout(0.5), L.Linear(8, 6)),
+        classifier=Sequential(
+            layers.GlobalAvgPool2d(), layers.Flatten(), layers.Dropout(0.5), layers.Linear(8, 6)
+        ),
     )
 
 
 def _batchnorm() -> Sequential:
     return Sequential(
-        L.Conv2d(3, 6, 3, padding=1, bias=False), L.BatchNorm2d(6), L.ReLU(), L.MaxPool2d(2),
-        L.Conv2d(6, 8, 3), L.BatchNorm2d(8), L.ReLU(),
-        L.GlobalAvgPool2d(), L.Flatten(), L.Linear(8, 4),
+        layers.Conv2d(3, 6, 3, padding=1, bias=False), layers.BatchNorm2d(6), layers.ReLU(),
+        layers.MaxPool2d(2),
+        layers.Conv2d(6, 8, 3), layers.BatchNorm2d(8), layers.ReLU(),
+        layers.GlobalAvgPool2d(), layers.Flatten(), layers.Linear(8, 4),
     )
 
 
 def _ties() -> Sequential:
     return Sequential(
-        L.Conv2d(2, 3, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
-        L.Conv2d(3, 4, 3, padding=1), L.ReLU(),
-        L.GlobalAvgPool2d(), L.Flatten(), L.Linear(4, 3),
+        layers.Conv2d(2, 3, 3, padding=1), layers.ReLU(), layers.MaxPool2d(2),
+        layers.Conv2d(3, 4, 3, padding=1), layers.ReLU(),
+        layers.GlobalAvgPool2d(), layers.Flatten(), layers.Linear(4, 3),
     )
 
 
@@ -241,7 +244,7 @@ def _weights(model: Sequential, rng: np.random.Generator, integer: bool) -> dict
         shape = value.shape
         if attr == "num_batches_tracked":
             out[key] = np.array(0, dtype=np.int64)
-        elif isinstance(layer, L.BatchNorm2d):
+        elif isinstance(layer, layers.BatchNorm2d):
             if attr in ("weight", "running_var"):
                 low, high = (0.5, 1.5) if attr == "weight" else (0.5, 2.0)
                 out[key] = rng.uniform(low, high, shape)

@@ -50,7 +50,7 @@ import numpy as np
 
 from .._validate import as_positive_int, describe
 from ..evaluation import scenes as data
-from ..nn import layers as L
+from ..nn import layers
 from ..nn.fold import fold_batchnorm
 from ..nn.io import ARCHITECTURE_KEY, MAX_FILE_BYTES, NpzArchive, read_model, write_npz
 from ..nn.sequential import Sequential
@@ -102,13 +102,13 @@ def _check_name(name: Any) -> str:
 
 
 def _trunk(gen: np.random.Generator) -> Sequential:
-    def block(c_in: int, c_out: int) -> list[L.Layer]:
-        return [L.Conv2d(c_in, c_out, 3, padding=1, rng=gen), L.BatchNorm2d(c_out), L.ReLU()]
+    def block(c_in: int, c_out: int) -> list[layers.Layer]:
+        return [layers.Conv2d(c_in, c_out, 3, padding=1, rng=gen), layers.BatchNorm2d(c_out), layers.ReLU()]
 
     return Sequential(
-        *block(3, 16), L.MaxPool2d(2),
-        *block(16, 32), L.MaxPool2d(2),
-        *block(32, 64), L.MaxPool2d(2),
+        *block(3, 16), layers.MaxPool2d(2),
+        *block(16, 32), layers.MaxPool2d(2),
+        *block(32, 64), layers.MaxPool2d(2),
         *block(64, 64),
     )  # fmt: skip
 
@@ -130,12 +130,12 @@ def build(
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     features = _trunk(gen)
     if name == "gap":
-        classifier = Sequential(L.GlobalAvgPool2d(), L.Linear(64, num_classes, rng=gen))
+        classifier = Sequential(layers.GlobalAvgPool2d(), layers.Linear(64, num_classes, rng=gen))
     else:
         flat = 64 * (size // 16) ** 2
         classifier = Sequential(
-            L.MaxPool2d(2), L.Flatten(), L.Linear(flat, _HIDDEN, rng=gen), L.ReLU(),
-            L.Linear(_HIDDEN, num_classes, rng=gen),
+            layers.MaxPool2d(2), layers.Flatten(), layers.Linear(flat, _HIDDEN, rng=gen), layers.ReLU(),
+            layers.Linear(_HIDDEN, num_classes, rng=gen),
         )  # fmt: skip
     return Sequential(features=features, classifier=classifier)
 

@@ -388,7 +388,7 @@ def test_two_objects_differ_in_class_and_are_apart(kw):
     assert not np.any(s.masks[:, 0] & s.masks[:, 1])
     a, b = s.boxes[:, 0], s.boxes[:, 1]
     gap = np.maximum.reduce([b[:, 0] - a[:, 2], a[:, 0] - b[:, 2], b[:, 1] - a[:, 3], a[:, 1] - b[:, 3]])
-    assert np.all(gap >= data.GAP)
+    assert np.all(gap >= data.OBJECT_SPACING)
     # Both objects' classes vary: the second is not a function of the first.
     for k in range(4):
         assert len(np.unique(s.object_labels[s.labels == k, 1])) == 3

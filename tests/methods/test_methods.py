@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from _support import scaled_error
 from hypothesis import assume, given, note
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
@@ -243,12 +244,10 @@ def _scale(a: np.ndarray) -> float:
 
 
 def _rel(a: np.ndarray, b: np.ndarray, scale: float | None = None) -> float:
-    """max|a − b| divided by the scale (by default: of ``b``)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    if a.size == 0:
-        return 0.0
-    return float(np.max(np.abs(a - b))) / (_scale(b) if scale is None else scale)
+    """max|a − b| divided by the scale (by default: of ``b``, as :func:`_scale` measures it)."""
+    if np.size(b) == 0:
+        return scaled_error(a, b)
+    return scaled_error(a, b, _scale(np.asarray(b, dtype=np.float64)) if scale is None else scale)
 
 
 def _map_scale(r: CAMResult) -> float:
@@ -481,6 +480,7 @@ GRAD_NETS = nets(
 )
 
 
+@pytest.mark.slow
 @given(GRAD_NETS, st.data())
 def test_gradients_are_dy_dA_logit(net, data):
     r"""``gradients`` = ∂y^c/∂A: equal to central differences of y^c (a logit) with A
@@ -680,6 +680,7 @@ def _bad_targets(n: int, num_classes: int):
     ]
 
 
+@pytest.mark.slow
 @given(nets(heads=GAP_HEADS, batch=(1, 3)))
 def test_bad_targets_are_refused(net):
     """Out of range, wrong length, bool, float, 2-D, or an unknown string → ValueError or

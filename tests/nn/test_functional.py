@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+from _support import naive_conv2d, naive_max_pool2d
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -28,60 +29,6 @@ SEEDS = st.integers(0, 2**32 - 1)
 
 
 # ------------------------------------------------------------------------------ helpers
-def naive_conv2d(x, weight, bias, stride, padding):
-    """The defining sum, one output element at a time, reading the padding as zeros.
-
-    out[n, f, h, w] = b[f] + Σ_{c,i,j} W[f, c, i, j] · x[n, c, s_h·h + i − p_h, s_w·w + j − p_w]
-    where x is zero outside its bounds. Deliberately shares no code with npcam.
-    """
-    n, c, hh, ww = x.shape
-    f, _, kh, kw = weight.shape
-    sh, sw = stride
-    ph, pw = padding
-    h_out = (hh + 2 * ph - kh) // sh + 1
-    w_out = (ww + 2 * pw - kw) // sw + 1
-    out = np.zeros((n, f, h_out, w_out))
-    for a in range(n):
-        for o in range(f):
-            for r in range(h_out):
-                for q in range(w_out):
-                    total = 0.0 if bias is None else float(bias[o])
-                    for ch in range(c):
-                        for i in range(kh):
-                            row = r * sh + i - ph
-                            if not 0 <= row < hh:
-                                continue
-                            for j in range(kw):
-                                col = q * sw + j - pw
-                                if 0 <= col < ww:
-                                    total += weight[o, ch, i, j] * x[a, ch, row, col]
-                    out[a, o, r, q] = total
-    return out
-
-
-def naive_max_pool2d(x, kernel, stride):
-    """Loop oracle: the max of each window and the flat in-plane index (row·W + col) of
-    its first maximum in row-major order (strict ``>`` keeps the first one)."""
-    n, c, hh, ww = x.shape
-    kh, kw = kernel
-    sh, sw = stride
-    h_out, w_out = (hh - kh) // sh + 1, (ww - kw) // sw + 1
-    out = np.empty((n, c, h_out, w_out))
-    arg = np.empty((n, c, h_out, w_out), dtype=np.int64)
-    for a in range(n):
-        for ch in range(c):
-            for r in range(h_out):
-                for q in range(w_out):
-                    best, where = -math.inf, -1
-                    for i in range(kh):
-                        for j in range(kw):
-                            v = x[a, ch, r * sh + i, q * sw + j]
-                            if v > best:
-                                best, where = v, (r * sh + i) * ww + (q * sw + j)
-                    out[a, ch, r, q], arg[a, ch, r, q] = best, where
-    return out, arg
-
-
 def away_from_zero(rng, shape, margin=1e-3):
     """Random values with |x| >= margin (both signs), so a ReLU is smooth within ±h."""
     return rng.choice([-1.0, 1.0], size=shape) * (margin + np.abs(rng.standard_normal(shape)))

@@ -135,6 +135,7 @@ def test_a_parameter_shared_by_two_calls_gets_the_sum_of_their_gradients():
     assert relative_error(grads["0.weight"], numeric) < TOL
 
 
+@pytest.mark.slow
 def test_threads_sharing_one_model_get_the_single_threaded_results():
     """A80: two threads explaining with one model got wrong maps with no error (10 of 12
     wrong in 0.1.0). Now 4 threads × 20 calls of grad_cam and guided_backprop on one shared

@@ -200,8 +200,8 @@ def test_wrong_relu_rule_fails():
     negative inputs, and the checker sees it."""
     x = away_from_zero(np.random.default_rng(7), (2, 6))
     seed = np.abs(np.random.default_rng(8).standard_normal((2, 6)))  # dy > 0 everywhere
-    assert check_layer(npcam.ReLU(), x, seed=seed)["x"] < TOL
-    assert check_layer(DeconvnetReLU(), x, seed=seed)["x"] > 1e-2
+    assert check_layer(npcam.ReLU(), x, cotangent=seed)["x"] < TOL
+    assert check_layer(DeconvnetReLU(), x, cotangent=seed)["x"] > 1e-2
 
 
 def test_max_coords_checks_a_subset():
@@ -315,9 +315,9 @@ def test_numerical_gradient_bad_arguments():
         numerical_gradient(f, np.ones(3), s, eps=0.0)
     with pytest.raises(ValueError, match="eps"):
         numerical_gradient(f, np.ones(3), s, eps=-1e-6)
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match="cotangent"):
         numerical_gradient(f, np.ones(3), np.ones(4))
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match="cotangent"):
         numerical_gradient(f, np.ones(3), np.array([1.0, np.nan, 1.0]))
 
 

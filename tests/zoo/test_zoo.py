@@ -88,6 +88,7 @@ def test_pretrained_is_a_folded_float64_eval_model(name, models):
     assert np.abs(out - unfolded).max() <= 1e-12 * np.abs(unfolded).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", zoo.NAMES)
 def test_pretrained_accuracy_on_the_fixed_test_split(name, models, quick_split):
     x, y = quick_split  # both models expect the same standardisation (the same trunk)
