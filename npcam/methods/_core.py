@@ -111,8 +111,9 @@ def check_model(model: Any) -> Model:
 
 
 def check_input(x: Any) -> np.ndarray:
-    """The model input as a finite float64 (N, C, H, W) array."""
-    return as_float_array("x", x, 4, finite=True)
+    """The model input as a finite float64 array (its rank is the model's to check: an
+    image model takes (N, C, H, W), a fully connected one (N, D))."""
+    return as_float_array("x", x, finite=True)
 
 
 def targets(target: Target, logits: np.ndarray, allow_all: bool) -> np.ndarray:

@@ -23,9 +23,9 @@ def gradcam_weights(gradients: np.ndarray) -> np.ndarray:
     return gradients.mean(axis=(-2, -1))
 
 
-def _grad_cam_map(lg: LayerGradients, sign: float) -> CAMResult:
+def _grad_cam_map(lg: LayerGradients, negate: bool) -> CAMResult:
     weights = gradcam_weights(lg.gradients)
-    return map_result(sign * weights if sign < 0 else weights, lg.activations, lg.gradients,
+    return map_result(-weights if negate else weights, lg.activations, lg.gradients,
                       lg.scores, lg.target, lg.layer)
 
 
@@ -57,7 +57,7 @@ def grad_cam(
     Works on any architecture; the map is at the layer's resolution (upsample it with
     :func:`npcam.upsample`).
     """
-    return _grad_cam_map(layer_gradients(model, x, target, layer, score, allow_all=True), 1.0)
+    return _grad_cam_map(layer_gradients(model, x, target, layer, score, allow_all=True), negate=False)
 
 
 def counterfactual(
@@ -70,4 +70,4 @@ def counterfactual(
     ``grad_cam(...).cam − counterfactual(...).cam == grad_cam(...).raw``. Arguments as
     :func:`grad_cam`.
     """
-    return _grad_cam_map(layer_gradients(model, x, target, layer, score, allow_all=True), -1.0)
+    return _grad_cam_map(layer_gradients(model, x, target, layer, score, allow_all=True), negate=True)
