@@ -29,7 +29,34 @@ _NAMES: dict[str, str] = {
     "Linear": ".nn.layers",
     "MaxPool2d": ".nn.layers",
     "ReLU": ".nn.layers",
+    "AvgPool2d": ".nn.layers",
+    "AdaptiveAvgPool2d": ".nn.layers",
+    "ReLU6": ".nn.activations",
+    "Hardswish": ".nn.activations",
+    "Hardsigmoid": ".nn.activations",
+    "SiLU": ".nn.activations",
+    "Sigmoid": ".nn.activations",
+    "GELU": ".nn.activations",
+    "LayerNorm": ".nn.activations",
+    "Add": ".nn.ops",
+    "AddConstant": ".nn.ops",
+    "Chunk": ".nn.ops",
+    "Concat": ".nn.ops",
+    "Identity": ".nn.ops",
+    "Index": ".nn.ops",
+    "Mean": ".nn.ops",
+    "Mul": ".nn.ops",
+    "MulConstant": ".nn.ops",
+    "Parameter": ".nn.ops",
+    "Permute": ".nn.ops",
+    "Reshape": ".nn.ops",
+    "Split": ".nn.ops",
+    "Transpose": ".nn.ops",
+    "Unsqueeze": ".nn.ops",
+    "View": ".nn.ops",
     "Sequential": ".nn.sequential",
+    "Graph": ".nn.graph",
+    "Node": ".nn.graph",
     "fold_batchnorm": ".nn.fold",
     "model_from_config": ".nn.config",
     "load_model": ".nn.io",
@@ -112,10 +139,14 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from .methods.guided_grad_cam import guided_grad_cam
     from .methods.identities import CAMEquivalence, cam_equivalence
     from .methods.registry import METHODS
+    from .nn.activations import GELU, Hardsigmoid, Hardswish, LayerNorm, ReLU6, Sigmoid, SiLU
     from .nn.config import model_from_config
     from .nn.fold import fold_batchnorm
+    from .nn.graph import Graph, Node
     from .nn.io import load_model, load_weights
     from .nn.layers import (
+        AdaptiveAvgPool2d,
+        AvgPool2d,
         BatchNorm2d,
         Conv2d,
         Dropout,
@@ -125,6 +156,24 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
         Linear,
         MaxPool2d,
         ReLU,
+    )
+    from .nn.ops import (
+        Add,
+        AddConstant,
+        Chunk,
+        Concat,
+        Identity,
+        Index,
+        Mean,
+        Mul,
+        MulConstant,
+        Parameter,
+        Permute,
+        Reshape,
+        Split,
+        Transpose,
+        Unsqueeze,
+        View,
     )
     from .nn.sequential import Sequential
     from .verify.environment import show_versions

@@ -8,11 +8,23 @@ block means of the 8-bit image (``load_image(..., max_side=2048)``). The image i
 held in float64 at full resolution, so a 49 Mpx PNG (just under the library's
 ``MAX_IMAGE_PIXELS`` = 50 Mpx budget, which the command keeps: larger images are refused
 with one line) is explained in a few hundred MB.
+
+``npcam explain IMAGE --torchvision NAME --weights FILE.safetensors`` explains with a
+torchvision classifier instead (:func:`explain_torchvision`, the ``crosscheck`` extra):
+``torchvision.models.get_model(NAME, weights=None)`` loaded with the user's weights
+(npcam never downloads weights nor unpickles a ``.pth``), converted with
+:func:`npcam.from_torch`, fed the image through the weights entry's own preprocessing
+(:func:`npcam.image.transforms.preset_from_torchvision`: resize, centre crop,
+normalise); it prints the top-5 ImageNet classes, and the map of the centre crop the
+model saw is laid over that region of the image.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+from typing import Any
 
 import numpy as np
 
@@ -31,10 +43,22 @@ from ..image import (
 from . import CliError
 from .demo import METHODS, method_maps
 
-__all__ = ["MAX_OVERLAY_SIDE", "explain_image", "register"]
+__all__ = ["AUX_MODELS", "MAX_OVERLAY_SIDE", "explain_image", "explain_torchvision", "register"]
 
 #: The longer side of the overlay ``npcam explain`` writes is at most this many pixels.
 MAX_OVERLAY_SIDE = 2048
+
+#: torchvision models built with these arguments (those of their pretrained weights, without
+#: the auxiliary classifiers, whose ``aux*`` tensors in a weights file are skipped).
+AUX_MODELS: dict[str, dict[str, Any]] = {
+    "googlenet": {"transform_input": True, "aux_logits": False, "init_weights": False},
+    "inception_v3": {"transform_input": True, "aux_logits": False, "init_weights": False},
+}
+_CROSSCHECK_HINT = "install the crosscheck extra: pip install 'npcam[crosscheck]'"
+_CONVERT_HINT = (
+    "convert a .pth once with torch: safetensors.torch.save_file(torch.load('model.pth', "
+    "weights_only=True), 'model.safetensors')"
+)
 
 
 def explain_image(path: str, model_name: str, out: str, method: str = "grad-cam",
@@ -77,10 +101,173 @@ def explain_image(path: str, model_name: str, out: str, method: str = "grad-cam"
     return c
 
 
-def _explain_command(args: argparse.Namespace) -> int:
-    if args.model not in zoo.NAMES:
-        raise CliError(f"--model must be one of {', '.join(zoo.NAMES)}, got {args.model!r}.")
+# ------------------------------------------------------------------------ torchvision
+def _import_torchvision() -> tuple[Any, Any]:
     try:
+        torch = importlib.import_module("torch")
+        models = importlib.import_module("torchvision.models")
+    except ImportError as exc:
+        raise CliError(f"--torchvision needs torch and torchvision; {_CROSSCHECK_HINT}.") from exc
+    return torch, models
+
+
+def _key_list(keys: list[str]) -> str:
+    if not keys:
+        return "none"
+    return "[" + ", ".join(repr(k) for k in keys[:10]) + (", ..." if len(keys) > 10 else "") + "]"
+
+
+def _load_torch_weights(torch: Any, module: Any, path: str, name: str, log) -> None:
+    """Load a checked weights file into the float64 torch ``module`` (``aux*`` tensors of
+    :data:`AUX_MODELS` skipped with a note; any other mismatch a one-line error)."""
+    from ..nn.io import open_weights
+
+    label = f"--weights {path!r}"
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    what = f"torchvision's {name}"
+    try:
+        archive = open_weights(path, argument="--weights", label=label)
+    except ImportError as exc:
+        raise CliError(str(exc) + ".") from exc
+    with archive:
+        given = [k for k in archive.headers if not (k.startswith("__") and k.endswith("__"))]
+        missing = [k for k in expected if k not in archive.headers]
+        unexpected = sorted(k for k in given if k not in expected)
+        aux = [k for k in unexpected if name in AUX_MODELS and k.split(".")[0].lower().startswith("aux")]
+        other = [k for k in unexpected if k not in aux]
+        if missing or other:
+            raise CliError(
+                f"{label} does not match {what}: missing keys {_key_list(missing)}, "
+                f"unexpected keys {_key_list(other)}."
+            )
+        archive.check_state(expected, strict=False, what=what)  # shapes and dtypes
+        arrays = {k: archive.read(k) for k in expected}
+    if aux:
+        prefixes = sorted({k.split(".")[0] for k in aux})
+        log(f"note: skipped the {len(aux)} tensors of {', '.join(prefixes)} in {path}: {name} is built "
+            "without its auxiliary classifiers (aux_logits=False)")
+    with torch.no_grad():
+        module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
+                               strict=True)
+
+
+def _top_classes(logits: np.ndarray, categories: list[str], k: int = 5) -> list[tuple[int, str, float]]:
+    z = logits - logits.max()
+    p = np.exp(z) / np.exp(z).sum()
+    order = np.argsort(-logits, kind="stable")[:k]
+    return [(int(i), str(categories[i]), float(p[i])) for i in order]
+
+
+def _overlay_crop(path: str, heat: np.ndarray, geometry: Any, size: tuple[int, int], log) -> np.ndarray:
+    """The image (reduced as :func:`explain_image` does) with ``heat`` (crop × crop, in
+    [0, 1]) blended over the region the crop covers; the image as it is elsewhere."""
+    height, width = size
+    shown = load_image(path, max_side=MAX_OVERLAY_SIDE)
+    factor = reduction_factor((height, width), MAX_OVERLAY_SIDE)
+    if factor > 1:
+        log(f"overlay drawn at {shown.shape[2]}x{shown.shape[1]}: the image reduced {factor}x "
+            f"so that its longer side is at most {MAX_OVERLAY_SIDE} px")
+    (rh, rw), top, left, crop = geometry
+    sh, sw = shown.shape[1:]
+    # the part of the crop inside the resized image, in crop and in resized coordinates
+    r0, r1 = max(top, 0), min(top + crop, rh)
+    c0, c1 = max(left, 0), min(left + crop, rw)
+    # the same region in the shown image's pixels
+    y0, x0 = min(round(r0 * sh / rh), sh - 1), min(round(c0 * sw / rw), sw - 1)
+    y1 = min(max(round(r1 * sh / rh), y0 + 1), sh)  # at least one row and column
+    x1 = min(max(round(c1 * sw / rw), x0 + 1), sw)
+    part = heat[r0 - top : r1 - top, c0 - left : c1 - left]
+    region = np.clip(upsample(part[None], (y1 - y0, x1 - x0))[0], 0.0, 1.0)
+    picture = np.moveaxis(shown, 0, -1).copy()
+    picture[y0:y1, x0:x1] = overlay(shown[:, y0:y1, x0:x1], region)
+    return picture
+
+
+def explain_torchvision(path: str, name: str, weights: str | None, out: str, method: str = "grad-cam",
+                        target: int | None = None, layer: str | None = None, resize: int | None = None,
+                        crop: int | None = None, log=print) -> int:
+    """Explain the user's image with a torchvision classifier and the user's weights;
+    write an overlay PNG; returns the explained class.
+
+    The model is ``torchvision.models.get_model(name, weights=None)`` (with
+    :data:`AUX_MODELS`' arguments for googlenet and inception_v3), in float64, loaded
+    with ``weights`` (a ``.safetensors`` file, checked before it is read), converted
+    with :func:`npcam.from_torch`. The image goes through the preset of
+    ``get_model_weights(name).DEFAULT`` (``resize`` / ``crop`` replace its sizes). The
+    top-5 classes (names from the weights entry's ``meta["categories"]``) and their
+    softmax probabilities are printed; the map of the centre crop is laid over the part
+    of the image the crop covers (the image reduced as :func:`explain_image` does);
+    input methods are written at the crop's size.
+    """
+    from ..image.transforms import preset_from_torchvision
+    from ..interop.torch import from_torch
+
+    if method not in METHODS:
+        raise CliError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    torch, models = _import_torchvision()
+    names = models.list_models(module=models)
+    if name not in names:
+        raise CliError(
+            f"--torchvision must name a torchvision classification model (one of the "
+            f"{len(names)} of torchvision.models.list_models(), e.g. resnet50), got {name!r}."
+        )
+    if weights is None:
+        raise CliError(
+            f"--torchvision {name} needs --weights FILE.safetensors (npcam neither downloads "
+            f"weights nor unpickles .pth files); {_CONVERT_HINT}."
+        )
+    for option, value in (("--resize", resize), ("--crop", crop)):
+        if value is not None and value < 1:
+            raise CliError(f"{option} must be a positive number of pixels, got {value}.")
+    entry = models.get_model_weights(name).DEFAULT
+    preset = preset_from_torchvision(entry)
+    preset = dataclasses.replace(
+        preset,
+        resize_size=preset.resize_size if resize is None else resize,
+        crop_size=preset.crop_size if crop is None else crop,
+    )
+    categories = list(entry.meta["categories"])
+    if target is not None and not 0 <= target < len(categories):
+        raise CliError(f"--target must be in [0, {len(categories)}), got {target}.")
+    height, width = image_size(path)
+    geometry = preset.geometry(height, width)
+
+    module = models.get_model(name, weights=None, **AUX_MODELS.get(name, {})).double().eval()
+    _load_torch_weights(torch, module, weights, name, log)
+    model = from_torch(module)
+    x = preset(path)[None]
+    log(f"{path} ({width}x{height}) preprocessed as {entry}: resized to {geometry.resized[1]}x"
+        f"{geometry.resized[0]} ({preset.interpolation}), centre crop {preset.crop_size}x{preset.crop_size}, "
+        f"normalised with mean {preset.mean} and std {preset.std}")
+    logits = np.asarray(model.forward(x), dtype=np.float64)
+    if logits.shape != (1, len(categories)):
+        raise CliError(f"{name} gave logits of shape {logits.shape}, expected (1, {len(categories)}).")
+    log(f"top-5 classes of {name} (softmax probabilities):")
+    for rank, (index, label, prob) in enumerate(_top_classes(logits[0], categories), start=1):
+        log(f"  {rank}. class {index} ({label}): {prob:.6f}")
+    c = int(logits.argmax()) if target is None else target
+    maps = method_maps(model, x, np.array([c]), method, layer)
+    if maps.ndim == 4:
+        picture = np.moveaxis(maps[0], 0, -1)
+    else:
+        picture = _overlay_crop(path, maps[0], geometry, (height, width), log)
+    save_image(out, picture)
+    log(f"{method} for class {c} ({categories[c]}, logit {logits[0, c]:.3f}) written to {out}")
+    return c
+
+
+def _explain_command(args: argparse.Namespace) -> int:
+    try:
+        if args.torchvision is not None:
+            explain_torchvision(args.image, args.torchvision, args.weights, args.out, args.method,
+                                args.target, args.layer, args.resize, args.crop)
+            return 0
+        for option, value in (("--weights", args.weights), ("--resize", args.resize), ("--crop", args.crop)):
+            if value is not None:
+                raise CliError(f"{option} applies only with --torchvision, got {option} {value} "
+                               "with --model.")
+        if args.model not in zoo.NAMES:
+            raise CliError(f"--model must be one of {', '.join(zoo.NAMES)}, got {args.model!r}.")
         explain_image(args.image, args.model, args.out, args.method, args.target, args.layer)
     except MemoryError as exc:
         raise CliError(f"not enough memory to explain {args.image!r}.") from exc
@@ -90,19 +277,34 @@ def _explain_command(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "explain",
-        help="explain your own image with a shipped model",
+        help="explain your own image with a shipped model or a torchvision classifier",
         description=(
-            "Explain an image file with a shipped model. The model sees the image resized to its "
-            "input size; the overlay is drawn at the image size reduced by the smallest integer "
-            f"factor that makes its longer side at most {MAX_OVERLAY_SIDE} px."
+            "Explain an image file with a shipped model (--model), which sees the image resized "
+            "to its input size, or with a torchvision classifier and your weights (--torchvision "
+            "NAME --weights FILE.safetensors), which sees the centre crop of its weights' preset "
+            "and prints the top-5 classes. The overlay is drawn at the image size reduced by the "
+            f"smallest integer factor that makes its longer side at most {MAX_OVERLAY_SIDE} px."
         ),
     )
     p.add_argument(
         "image",
         help=f"a {', '.join(IMAGE_FORMATS)} file of at most {MAX_IMAGE_PIXELS:,} pixels "
-        "(resized to the model's input)",
+        "(resized to the model's input, or by the torchvision preset)",
     )
-    p.add_argument("--model", required=True, help="shipped model: gap or vgg")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="shipped model: gap or vgg")
+    which.add_argument(
+        "--torchvision", metavar="NAME",
+        help="a torchvision classifier (resnet50, efficientnet_b0, ...; needs torch, torchvision and "
+        "--weights), preprocessed with its weights' own preset",
+    )
+    p.add_argument("--weights", metavar="FILE", default=None,
+                   help="with --torchvision: its weights as a .safetensors file (convert a .pth with "
+                   "safetensors.torch.save_file(torch.load(path, weights_only=True), FILE))")
+    p.add_argument("--resize", type=int, default=None, metavar="N",
+                   help="with --torchvision: the shorter side after resizing (default: the preset's)")
+    p.add_argument("--crop", type=int, default=None, metavar="N",
+                   help="with --torchvision: the centre crop's side (default: the preset's)")
     p.add_argument("--target", type=int, default=None, help="class index (default: the predicted one)")
     p.add_argument("--method", default="grad-cam", help=f"one of {', '.join(METHODS)}")
     p.add_argument("--layer", default=None, help="layer name (default: the last 4-D map)")

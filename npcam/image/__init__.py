@@ -1,6 +1,8 @@
 """Post-processing of explanation maps and image files: ``resize`` (``upsample``, equal to
-torch's ``interpolate``), ``normalization``, ``color`` (colour maps, overlays) and ``io``
-(``load_image``, ``save_image``; the only module that imports Pillow, loaded on first use).
+torch's ``interpolate``), ``normalization``, ``color`` (colour maps, overlays), ``io``
+(``load_image``, ``save_image``) and ``transforms`` (torchvision's ImageNet classification
+preset, ``classification_preset``); ``io`` and ``transforms`` are the only modules that
+import Pillow, loaded on first use.
 """
 
 from __future__ import annotations
@@ -9,17 +11,22 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "IMAGE_FORMATS",
     "MAX_IMAGE_PIXELS",
     "MAX_UPSAMPLE_PIXELS",
     "MAX_UPSAMPLE_VALUES",
+    "ClassificationPreset",
     "apply_colormap",
+    "classification_preset",
     "colormap",
     "image_size",
     "interpolation_matrices",
     "load_image",
     "normalize",
     "overlay",
+    "preset_from_torchvision",
     "reduction_factor",
     "save_image",
     "upsample",
@@ -40,6 +47,11 @@ _WHERE = {
     "MAX_UPSAMPLE_VALUES": "resize",
     "interpolation_matrices": "resize",
     "upsample": "resize",
+    "IMAGENET_MEAN": "transforms",
+    "IMAGENET_STD": "transforms",
+    "ClassificationPreset": "transforms",
+    "classification_preset": "transforms",
+    "preset_from_torchvision": "transforms",
 }
 
 

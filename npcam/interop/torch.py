@@ -44,10 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import as_float_array, as_pair, describe
+from .._validate import as_float_array, describe
 from ..nn import layers
 from ..nn.config import model_from_config
+from ..nn.ops import Identity
 from ..nn.sequential import Sequential
+from . import _fx
 
 __all__ = ["CROSSCHECK_HINT", "from_torch", "state_dict_to_numpy"]
 
@@ -64,7 +66,7 @@ def _import_torch() -> Any:
         raise ImportError(f"npcam.interop.from_torch needs PyTorch; {CROSSCHECK_HINT}") from exc
 
 
-def _to_numpy(key: str, value: Any) -> np.ndarray:
+def _to_numpy(key: str, value: Any, copy: bool = True) -> np.ndarray:
     """A tensor (any device, any float dtype, with or without autograd) or array → NumPy;
     floating values become float64, integer buffers (``num_batches_tracked``) int64."""
     if hasattr(value, "detach"):  # a torch tensor; duck-typed so no torch import is needed
@@ -80,7 +82,8 @@ def _to_numpy(key: str, value: Any) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64)
-    return np.array(as_float_array(f"state_dict[{key!r}]", arr, finite=True), dtype=np.float64, copy=True)
+    arr = as_float_array(f"state_dict[{key!r}]", arr, finite=True)
+    return np.array(arr, dtype=np.float64, copy=True) if copy else np.asarray(arr, dtype=np.float64)
 
 
 def state_dict_to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -112,113 +115,21 @@ def _plain(module: Any, cls: type) -> bool:
     return isinstance(module, cls) and getattr(type(module), "forward", None) is getattr(cls, "forward", None)
 
 
-def _where(name: str, module: Any) -> str:
-    return f"layer {name!r} ({type(module).__name__})"
-
-
-def _conv_padding(name: str, m: Any) -> tuple[int, int]:
-    """npcam's symmetric padding for a torch Conv2d, or ValueError."""
-    pad = m.padding
-    if isinstance(pad, str):
-        if pad == "valid":
-            return 0, 0
-        # torch/nn/modules/conv.py:143-154 (2.13.0): for padding="same" the total padding
-        # per axis is d·(k−1), left_pad = total // 2 and the rest goes after; symmetric
-        # only when k is odd (dilation is 1 here).
-        if pad == "same" and all(k % 2 == 1 for k in m.kernel_size):
-            return (m.kernel_size[0] - 1) // 2, (m.kernel_size[1] - 1) // 2
-        raise ValueError(
-            f"{_where(name, m)} has padding={pad!r} with kernel_size {tuple(m.kernel_size)}: "
-            "torch pads an even kernel asymmetrically (the extra pixel after), which npcam's "
-            "symmetric padding cannot express; npcam accepts 'valid', 'same' with odd kernels, "
-            "or ints."
-        )
-    return int(pad[0]), int(pad[1])
-
-
 def _convert_leaf(torch: Any, name: str, m: Any, next_leaf: Any) -> layers.Layer | None:
-    """The npcam layer for one torch leaf module (None: skip it), or ValueError."""
+    """The npcam layer for one torch leaf of a Sequential (None: skip it), or ValueError.
+
+    ``AdaptiveAvgPool2d(1)`` followed by ``Flatten`` becomes ``GlobalAvgPool2d`` (npcam's
+    (N, K) global pooling, which CAM recognises) then ``Flatten``; every other leaf is
+    converted as in a traced graph (:func:`npcam.interop._fx.convert_module`)."""
     nn = torch.nn
-    if _plain(m, nn.Conv2d):
-        problems = []
-        if tuple(m.dilation) != (1, 1):
-            problems.append(f"dilation={tuple(m.dilation)} (npcam needs 1)")
-        if m.groups != 1:
-            problems.append(f"groups={m.groups} (npcam needs 1)")
-        if m.padding_mode != "zeros":
-            problems.append(f"padding_mode={m.padding_mode!r} (npcam pads with zeros)")
-        if problems:
-            raise ValueError(f"{_where(name, m)} is not supported: {', '.join(problems)}.")
-        return layers.Conv2d(
-            m.in_channels, m.out_channels, tuple(m.kernel_size), tuple(m.stride),
-            _conv_padding(name, m), bias=m.bias is not None,
-        )
-    if _plain(m, nn.ReLU):
-        return layers.ReLU()
-    if _plain(m, nn.MaxPool2d):
-        k = as_pair("kernel_size", m.kernel_size)
-        s = k if m.stride is None else as_pair("stride", m.stride)
-        problems = []
-        if as_pair("padding", m.padding, minimum=0) != (0, 0):
-            problems.append(f"padding={m.padding} (npcam needs 0)")
-        if as_pair("dilation", m.dilation) != (1, 1):
-            problems.append(f"dilation={m.dilation} (npcam needs 1)")
-        if m.ceil_mode:
-            problems.append("ceil_mode=True (npcam rounds the output size down)")
-        if m.return_indices:
-            problems.append("return_indices=True (the layer must output one tensor)")
-        if problems:
-            raise ValueError(f"{_where(name, m)} is not supported: {', '.join(problems)}.")
-        return layers.MaxPool2d(k, s)
-    if _plain(m, nn.AdaptiveAvgPool2d):
-        size = m.output_size
-        if size not in (1, (1, 1), [1, 1]):
-            raise ValueError(
-                f"{_where(name, m)} has output_size={size!r}; npcam supports only "
-                "AdaptiveAvgPool2d(1) (global average pooling) followed by Flatten."
-            )
-        if not (_plain(next_leaf, nn.Flatten) and next_leaf.start_dim == 1 and next_leaf.end_dim == -1):
-            after = "nothing" if next_leaf is None else type(next_leaf).__name__
-            raise ValueError(
-                f"{_where(name, m)} must be followed by Flatten() (npcam's GlobalAvgPool2d "
-                f"outputs (N, K) where torch outputs (N, K, 1, 1)), but it is followed by {after}."
-            )
+    if _plain(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1), [1, 1]) and (
+        _plain(next_leaf, nn.Flatten) and next_leaf.start_dim == 1 and next_leaf.end_dim == -1
+    ):
         return layers.GlobalAvgPool2d()
-    if _plain(m, nn.Flatten):
-        if m.start_dim != 1 or m.end_dim != -1:
-            raise ValueError(
-                f"{_where(name, m)} has start_dim={m.start_dim}, end_dim={m.end_dim}; npcam "
-                "flattens everything after the batch axis (start_dim=1, end_dim=-1)."
-            )
-        return layers.Flatten()
-    if _plain(m, nn.Linear):
-        return layers.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-    if _plain(m, nn.Dropout):
-        return layers.Dropout(m.p)
-    if _plain(m, nn.BatchNorm2d):
-        problems = []
-        if not m.affine:
-            problems.append("affine=False")
-        if not m.track_running_stats or m.running_mean is None:
-            problems.append("track_running_stats=False (no running statistics to explain with)")
-        if m.momentum is None:
-            problems.append("momentum=None (a cumulative average, which npcam does not implement)")
-        if problems:
-            raise ValueError(f"{_where(name, m)} is not supported: {', '.join(problems)}.")
-        return layers.BatchNorm2d(m.num_features, eps=float(m.eps), momentum=float(m.momentum))
     if _plain(m, nn.Identity):
         return None
-    hint = ""
-    if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
-        hint = (
-            " Remove the final softmax and explain the logits, or pass score='softmax' / "
-            "'log_softmax' to the npcam explanation."
-        )
-    raise ValueError(
-        f"{_where(name, m)} is not supported by from_torch; supported layers are Sequential, "
-        "Conv2d, ReLU, MaxPool2d, AdaptiveAvgPool2d(1)+Flatten, Flatten, Linear, Dropout, "
-        f"BatchNorm2d and Identity.{hint}"
-    )
+    layer = _fx.convert_module(torch, name, m)
+    return None if isinstance(layer, Identity) else layer
 
 
 def _entries(module: Any) -> list[tuple[str, Any]]:
@@ -276,42 +187,81 @@ def _torch_weights(nn: Any, leaves: list[tuple[str, Any]], model: Sequential) ->
     return out
 
 
-def from_torch(module_or_state_dict: Any, *, architecture: Any = None) -> Sequential:
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be numpy.float64 or numpy.float32, got {describe(dtype)}.") from None
+    if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise ValueError(f"dtype must be numpy.float64 or numpy.float32, got {dt}.")
+    return dt
+
+
+def _rounded(weights: dict[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
+    if dtype == np.float64:
+        return weights
+    return {k: v.astype(dtype).astype(np.float64) if v.dtype.kind == "f" else v for k, v in weights.items()}
+
+
+def _sequential(torch: Any, module: Any) -> tuple[Sequential, list[tuple[str, Any]]]:
+    nn = torch.nn
+    leaves = _torch_leaves(nn, module, "")
+    converted: dict[str, layers.Layer | None] = {}
+    for i, (name, m) in enumerate(leaves):
+        # Dropout and Identity are the identity at inference: look past them for the
+        # Flatten that may follow AdaptiveAvgPool2d(1).
+        later = [
+            leaf for _, leaf in leaves[i + 1 :]
+            if not (_plain(leaf, nn.Dropout) or _plain(leaf, nn.Identity))
+        ]
+        converted[name] = _convert_leaf(torch, name, m, later[0] if later else None)
+    return _build(nn, module, "", converted), leaves
+
+
+def from_torch(module_or_state_dict: Any, *, architecture: Any = None, dtype: Any = np.float64) -> Any:
     """An npcam model computing what a PyTorch model computes in eval mode, in float64.
 
     Parameters
     ----------
-    module_or_state_dict : a ``torch.nn.Sequential`` (nested Sequentials and any child
-        names, e.g. from an ``OrderedDict``) of the layers in the module docstring's table;
-        or a ``state_dict`` (a mapping of name → tensor/array, e.g. ``model.state_dict()``).
+    module_or_state_dict : a ``torch.nn.Module`` or a ``state_dict``
+        A module: an ``nn.Sequential`` whose leaves all convert layer for layer becomes an
+        npcam :class:`~npcam.Sequential`; any other module (a torchvision ResNet, VGG,
+        DenseNet, ..., or an ``nn.Sequential`` holding blocks with their own ``forward``)
+        is traced with ``torch.fx.symbolic_trace`` in eval mode and becomes an npcam
+        :class:`~npcam.Graph` whose nodes are the fx nodes, whose aliases are the module
+        paths and whose ``state_dict`` keys are torch's. The caller's module is not
+        changed: its training mode (per submodule) is restored. A mapping (a
+        ``state_dict``) needs ``architecture``.
     architecture : for a state_dict, the model to load it into — an npcam
         :class:`~npcam.Sequential` (loaded in place and returned) or its ``config()``
         dict (built afresh). With a torch module, if given, the module's own
-        ``state_dict()`` is loaded into it instead of converting the module's layers
-        (for torch models whose ``forward`` is not a plain Sequential but whose weights
-        match an npcam architecture).
+        ``state_dict()`` is loaded into it instead of converting the module.
+    dtype : numpy.float64 (default) or numpy.float32
+        The precision the weights are copied in: float32 rounds every weight to float32
+        (the values a float32 torch model holds); npcam computes in float64 either way.
 
     Returns
     -------
-    npcam.Sequential in eval mode, whose layers have the torch names, so its
-    ``state_dict()`` has the torch keys (minus skipped ``Identity`` layers, which have
-    none) and every ``layer=`` name means the same feature maps.
+    npcam.Sequential or npcam.Graph, in eval mode. For the torchvision classifiers it
+    recognises, ``graph.default_layer_name`` is the paper's layer (``layer4`` for ResNets,
+    ``features.29`` for VGG-16, ...), what ``layer=None`` selects.
 
     Raises
     ------
-    ImportError : a torch module is given but torch is not installed (a state_dict of
-        NumPy arrays needs no torch).
-    ValueError : an unsupported layer (its dotted name and type in the message), a
-        state_dict without ``architecture``, or keys/shapes that do not match.
+    ImportError : a torch module is given but torch is not installed.
+    ValueError : an fx node npcam does not compute (the message names the node, its op and
+        target, and the nearest supported alternative), a model fx cannot trace (fx's own
+        reason), a state_dict without ``architecture``, or keys/shapes that do not match.
     TypeError : neither a torch module nor a mapping.
     """
+    dt = _check_dtype(dtype)
     if isinstance(module_or_state_dict, Mapping):
         if architecture is None:
             raise ValueError(
                 "from_torch was given a state_dict without architecture=...; pass the npcam "
                 "model (or its config()) to load it into, or pass the torch module itself."
             )
-        return _load_into(architecture, module_or_state_dict)
+        return _load_into(architecture, _rounded(state_dict_to_numpy(module_or_state_dict), dt))
     if not _looks_like_torch_module(module_or_state_dict):
         raise TypeError(
             "module_or_state_dict must be a torch.nn.Module or a state_dict, got "
@@ -325,23 +275,23 @@ def from_torch(module_or_state_dict: Any, *, architecture: Any = None) -> Sequen
             f"module_or_state_dict must be a torch.nn.Module or a state_dict, got {describe(module)}."
         )
     if architecture is not None:
-        return _load_into(architecture, module.state_dict())
-    if not _plain(module, nn.Sequential):
-        raise ValueError(
-            f"from_torch converts torch.nn.Sequential models layer by layer, got "
-            f"{type(module).__name__} (with its own forward); pass its state_dict() with "
-            "architecture=<the equivalent npcam model> instead."
-        )
-    leaves = _torch_leaves(nn, module, "")
-    converted: dict[str, layers.Layer | None] = {}
-    for i, (name, m) in enumerate(leaves):
-        # Dropout and Identity are the identity at inference: look past them for the
-        # Flatten that must follow AdaptiveAvgPool2d(1).
-        later = [
-            leaf for _, leaf in leaves[i + 1 :]
-            if not (_plain(leaf, nn.Dropout) or _plain(leaf, nn.Identity))
-        ]
-        converted[name] = _convert_leaf(torch, name, m, later[0] if later else None)
-    model = _build(nn, module, "", converted)
-    model.load_state_dict(_torch_weights(nn, leaves, model))
-    return model.eval()
+        return _load_into(architecture, _rounded(state_dict_to_numpy(module.state_dict()), dt))
+    if _plain(module, nn.Sequential):
+        try:
+            model, leaves = _sequential(torch, module)
+        except ValueError:
+            pass  # a leaf that is not a layer (a block with its own forward): trace it
+        else:
+            model.load_state_dict(_rounded(_torch_weights(nn, leaves, model), dt))
+            return model.eval()
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()  # fx bakes the eval branches (aux heads, dropout) into the graph
+        graph, tensors = _fx.graph_from_module(torch, module)
+        # no copy here: loading copies each array into its layer
+        weights = {k: _to_numpy(k, v, copy=False) for k, v in tensors.items()}
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    graph.load_state_dict(_rounded(weights, dt))
+    return graph.eval()

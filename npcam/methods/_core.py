@@ -152,6 +152,9 @@ def targets(target: Target, logits: np.ndarray, allow_all: bool) -> np.ndarray:
 
 def _node_of(model: Model, trace: Trace, name: str) -> str:
     """The node whose output ``name`` denotes (a node's name, or one of its aliases)."""
+    resolve = getattr(model, "resolve", None)
+    if callable(resolve):
+        return str(resolve(name))
     nodes = [n for n, _ in model.named_nodes()]
     if name in nodes:
         return name
@@ -161,8 +164,14 @@ def _node_of(model: Model, trace: Trace, name: str) -> str:
 
 
 def default_layer(model: Model, trace: Trace) -> str:
-    """DESIGN.md's rule for ``layer=None``: the last node before the first global
+    """The layer ``layer=None`` selects. A model may choose (``model.default_layer(trace)``:
+    a :class:`~npcam.nn.Graph` returns its ``default_layer_name`` — the paper's layer for
+    the torchvision models ``from_torch`` recognises — or the last dominating NCHW feature
+    map). Otherwise DESIGN.md's rule for a chain: the last node before the first global
     pooling / flattening layer whose output in ``trace`` is a 4-D map with h·w > 1."""
+    own = getattr(model, "default_layer", None)
+    if callable(own):
+        return str(own(trace))
     nodes = model.named_nodes()
     end = next(
         (i for i, (_, leaf) in enumerate(nodes) if isinstance(leaf, (GlobalAvgPool2d, Flatten))),
@@ -184,6 +193,9 @@ def resolve_layer(model: Model, trace: Trace, layer: str | None) -> str:
         return default_layer(model, trace)
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a layer name (str) or None, got {describe(layer)}.")
+    resolve = getattr(model, "resolve", None)
+    if callable(resolve):
+        resolve(layer)  # a graph's own message: unknown, or a module path called several times
     if layer not in trace.activations:
         names = [n for n in trace.activations]
         shown = ", ".join(repr(n) for n in names[:40]) + (", ..." if len(names) > 40 else "")
@@ -248,23 +260,59 @@ def map_result(
     return CAMResult(np.maximum(raw, 0.0), raw, weights, a, gradients, scores, target, layer)
 
 
+def relu_options(guided_relus: str) -> dict[str, str]:
+    """The ``vjp`` keyword for ``guided_relus`` (omitted for the default, so that a model
+    implementing the bare protocol need not know it)."""
+    from ..nn.trace import GUIDED_RELUS
+
+    if guided_relus not in GUIDED_RELUS:
+        raise ValueError(f"guided_relus must be one of {GUIDED_RELUS}, got {guided_relus!r}.")
+    return {} if guided_relus == "all" else {"guided_relus": guided_relus}
+
+
 def input_gradient(
-    model: Any, x: Any, target: Target, score: str, relu_rule: str
+    model: Any, x: Any, target: Target, score: str, relu_rule: str, guided_relus: str = "all"
 ) -> tuple[np.ndarray, Trace, np.ndarray]:
-    """``(∂y^c/∂x, trace, c)`` with the given ReLU backward rule."""
+    """``(∂y^c/∂x, trace, c)`` with the given ReLU backward rule, applied to the ReLUs
+    ``guided_relus`` selects ("all", or "modules": only ``nn.ReLU`` module nodes)."""
     model = check_model(model)
     score = check_score(score)
+    options = relu_options(guided_relus)
     trace = model.run(check_input(x))
     t = targets(target, trace.output, allow_all=False)
     _, cotangent = scores_and_cotangent(trace.output, t, score)
-    return model.vjp(trace, cotangent, relu_rule=relu_rule).grad, trace, t
+    return model.vjp(trace, cotangent, relu_rule=relu_rule, **options).grad, trace, t
+
+
+def _is_gap(layer: Any) -> bool:
+    """Global average pooling over (h, w) to (N, K): GlobalAvgPool2d, or Mean over (2, 3)."""
+    from ..nn.ops import Mean
+
+    return isinstance(layer, GlobalAvgPool2d) or (
+        isinstance(layer, Mean) and layer.axes(4) == (2, 3) and not layer.keepdim
+    )
+
+
+def _is_pool_to_one(layer: Any) -> bool:
+    """Average pooling to (N, K, 1, 1), a GAP once flattened: AdaptiveAvgPool2d(1) or
+    Mean over (2, 3) with keepdim."""
+    from ..nn.ops import Mean
+
+    if isinstance(layer, Mean):
+        return layer.axes(4) == (2, 3) and layer.keepdim
+    from ..nn.layers import AdaptiveAvgPool2d
+
+    return isinstance(layer, AdaptiveAvgPool2d) and tuple(layer.output_size) == (1, 1)
 
 
 def cam_head(model: Model, trace: Trace, name: str) -> Any:
     """The Linear layer of an exact ``GAP → [Flatten] → Linear`` head after ``name``
-    (Dropout, the identity at inference, may stand between), read from the model's
-    structure (``named_nodes``, ``inputs_of``); else ``ValueError``."""
+    (Dropout and identities, the identity at inference, may stand between; in a graph
+    ``Mean`` over (2, 3), and ``AdaptiveAvgPool2d(1)`` or a keepdim ``Mean`` followed by
+    ``Flatten``, count as GAP), read from the model's structure (``named_nodes``,
+    ``inputs_of``); else ``ValueError``."""
     from ..nn.layers import Linear
+    from ..nn.ops import Identity
 
     layers = dict(model.named_nodes())
     consumers: dict[str, list[str]] = {}
@@ -279,10 +327,15 @@ def cam_head(model: Model, trace: Trace, name: str) -> Any:
             break
         node = after[0]
         chain.append(layers[node])
-    kinds = [type(leaf) for leaf in chain if not isinstance(leaf, Dropout)]
-    if kinds in ([GlobalAvgPool2d, Linear], [GlobalAvgPool2d, Flatten, Linear]) and node == model.output_name:
-        return chain[-1]
-    found = " -> ".join(k.__name__ for k in kinds) or "nothing"
+    kept = [leaf for leaf in chain if not isinstance(leaf, (Dropout, Identity))]
+    ok = node == model.output_name and (
+        (len(kept) == 2 and _is_gap(kept[0]) and isinstance(kept[1], Linear))
+        or (len(kept) == 3 and (_is_gap(kept[0]) or _is_pool_to_one(kept[0]))
+            and isinstance(kept[1], Flatten) and isinstance(kept[2], Linear))
+    )
+    if ok:
+        return kept[-1]
+    found = " -> ".join(type(k).__name__ for k in kept) or "nothing"
     raise ValueError(
         f"CAM needs layer {name!r} to be followed by exactly GlobalAvgPool2d -> [Flatten] -> "
         f"Linear, but it is followed by {found}; grad_cam works on any architecture."

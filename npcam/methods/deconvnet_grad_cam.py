@@ -19,7 +19,7 @@ __all__ = ["deconvnet_grad_cam"]
 
 def deconvnet_grad_cam(
     model: Any, x: Any, target: Target = None, layer: str | None = None, mode: str = "bilinear",
-    score: str = "logit",
+    score: str = "logit", guided_relus: str = "all",
 ) -> np.ndarray:
     r"""Deconvolution Grad-CAM: ``upsample(L^c_Grad-CAM to H×W) ⊙ deconvnet``, the map
     broadcast over the input channels; (N, C, H, W).
@@ -29,4 +29,4 @@ def deconvnet_grad_cam(
     captum computes the same product as ``LayerGradCam`` interpolated to the input times
     ``Deconvolution`` (its ``GuidedGradCam`` recipe with the deconvnet rule).
     """
-    return grad_cam_times_input_gradient(model, x, target, layer, mode, score, "deconvnet")
+    return grad_cam_times_input_gradient(model, x, target, layer, mode, score, "deconvnet", guided_relus)

@@ -33,14 +33,33 @@ def gradient_x_input(model: Any, x: Any, target: Target = None, score: str = "lo
     return g * trace.input
 
 
-def guided_backprop(model: Any, x: Any, target: Target = None, score: str = "logit") -> np.ndarray:
+_GUIDED_RELUS_DOC = """
+    ``guided_relus``: which ReLUs the rule applies to. ``"all"`` (the default): every ReLU
+    node, module or function (``F.relu``). ``"modules"``: only ReLU nodes that came from an
+    ``nn.ReLU`` module (``Node.from_module`` of a :class:`~npcam.Graph`) — what captum's
+    ``GuidedBackprop`` and pytorch-grad-cam do, since they replace ``nn.ReLU`` modules, so
+    torch code's ``F.relu`` calls (GoogLeNet's 57, Inception-v3's 94) keep the standard
+    rule there. On a :class:`~npcam.Sequential` both values mean every ReLU layer. Other
+    activations (ReLU6, Hardswish, SiLU, GELU, Sigmoid) always pass their ordinary
+    derivative: the rule is defined for ReLU only."""
+
+
+def guided_backprop(model: Any, x: Any, target: Target = None, score: str = "logit",
+                    guided_relus: str = "all") -> np.ndarray:
     r"""Guided backpropagation (Springenberg et al. 2014): ``∂y^c/∂x`` with every ReLU
     passing back ``g·[x > 0]·[g > 0]`` (only positive signal through active units);
-    (N, C, H, W)."""
-    return input_gradient(model, x, target, score, "guided")[0]
+    (N, C, H, W).
+    """
+    return input_gradient(model, x, target, score, "guided", guided_relus)[0]
 
 
-def deconvnet(model: Any, x: Any, target: Target = None, score: str = "logit") -> np.ndarray:
+def deconvnet(model: Any, x: Any, target: Target = None, score: str = "logit",
+              guided_relus: str = "all") -> np.ndarray:
     r"""Deconvnet (Zeiler & Fergus 2014): ``∂y^c/∂x`` with every ReLU passing back
-    ``ReLU(g)``, ignoring the forward activation; (N, C, H, W)."""
-    return input_gradient(model, x, target, score, "deconvnet")[0]
+    ``ReLU(g)``, ignoring the forward activation; (N, C, H, W).
+    """
+    return input_gradient(model, x, target, score, "deconvnet", guided_relus)[0]
+
+
+guided_backprop.__doc__ = (guided_backprop.__doc__ or "") + _GUIDED_RELUS_DOC
+deconvnet.__doc__ = (deconvnet.__doc__ or "") + _GUIDED_RELUS_DOC

@@ -18,26 +18,28 @@ __all__ = ["guided_grad_cam", "grad_cam_times_input_gradient"]
 
 
 def grad_cam_times_input_gradient(
-    model: Any, x: Any, target: Target, layer: str | None, mode: str, score: str, relu_rule: str
+    model: Any, x: Any, target: Target, layer: str | None, mode: str, score: str, relu_rule: str,
+    guided_relus: str = "all",
 ) -> np.ndarray:
     """``upsample(L^c) ⊙ ∂y^c/∂x`` with the given ReLU rule, from one forward pass."""
     from ..image.resize import upsample
-    from ._core import map_result
+    from ._core import map_result, relu_options
 
+    options = relu_options(guided_relus)
     if isinstance(target, str):
         targets(target, np.zeros((1, 1)), allow_all=False)  # the same message as elsewhere
     lg = layer_gradients(model, x, target, layer, score, allow_all=False)
     r = map_result(gradcam_weights(lg.gradients), lg.activations, lg.gradients, lg.scores,
                    lg.target, lg.layer)
     _, cotangent = scores_and_cotangent(lg.trace.output, lg.target, score)
-    g = model.vjp(lg.trace, cotangent, relu_rule=relu_rule).grad
+    g = model.vjp(lg.trace, cotangent, relu_rule=relu_rule, **options).grad
     up = upsample(r.cam, g.shape[2:], mode=mode)
     return up[:, None] * g
 
 
 def guided_grad_cam(
     model: Any, x: Any, target: Target = None, layer: str | None = None, mode: str = "bilinear",
-    score: str = "logit",
+    score: str = "logit", guided_relus: str = "all",
 ) -> np.ndarray:
     r"""Guided Grad-CAM (§ 3.1): ``upsample(L^c_Grad-CAM to H×W) ⊙ guided backprop``,
     the map broadcast over the input channels; (N, C, H, W).
@@ -45,6 +47,7 @@ def guided_grad_cam(
     ``mode`` is the upsampling (``"bilinear"`` with half-pixel centres, or
     ``"nearest"``, as :func:`npcam.upsample`); captum's ``GuidedGradCam`` uses
     ``"nearest"`` by default. The other arguments as :func:`npcam.grad_cam`; ``target``
-    cannot be ``"all"``.
+    cannot be ``"all"``. ``guided_relus`` ("all" or "modules") as
+    :func:`npcam.guided_backprop`.
     """
-    return grad_cam_times_input_gradient(model, x, target, layer, mode, score, "guided")
+    return grad_cam_times_input_gradient(model, x, target, layer, mode, score, "guided", guided_relus)

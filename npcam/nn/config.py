@@ -93,14 +93,21 @@ _MAX_FEATURES = MAX_LAYER_PARAMETERS  # Linear: each side at most the per-layer 
 
 
 def _conv(w: _Where, c: dict[str, Any]) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "in_channels": _int(w, "in_channels", c["in_channels"], 1, MAX_CHANNELS),
         "out_channels": _int(w, "out_channels", c["out_channels"], 1, MAX_CHANNELS),
         "kernel_size": _pair(w, "kernel_size", c["kernel_size"], 1, MAX_KERNEL_SIZE),
         "stride": _pair(w, "stride", c.get("stride", 1), 1, MAX_KERNEL_SIZE),
         "padding": _pair(w, "padding", c.get("padding", 0), 0, MAX_KERNEL_SIZE),
         "bias": _bool(w, "bias", c.get("bias", True)),
+        "groups": _int(w, "groups", c.get("groups", 1), 1, MAX_CHANNELS),
     }
+    if out["in_channels"] % out["groups"] or out["out_channels"] % out["groups"]:
+        raise ValueError(
+            f"{w}: in_channels ({out['in_channels']}) and out_channels ({out['out_channels']}) must be "
+            f"divisible by groups ({out['groups']})."
+        )
+    return out
 
 
 def _linear(w: _Where, c: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +123,8 @@ def _maxpool(w: _Where, c: dict[str, Any]) -> dict[str, Any]:
     return {
         "kernel_size": _pair(w, "kernel_size", c["kernel_size"], 1, MAX_KERNEL_SIZE),
         "stride": None if stride is None else _pair(w, "stride", stride, 1, MAX_KERNEL_SIZE),
+        "padding": _pair(w, "padding", c.get("padding", 0), 0, MAX_KERNEL_SIZE),
+        "ceil_mode": _bool(w, "ceil_mode", c.get("ceil_mode", False)),
     }
 
 
@@ -132,6 +141,10 @@ def _batchnorm(w: _Where, c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _flatten(w: _Where, c: dict[str, Any]) -> dict[str, Any]:
+    return {"start_dim": _int(w, "start_dim", c["start_dim"], 1, 64)} if "start_dim" in c else {}
+
+
 def _none(w: _Where, c: dict[str, Any]) -> dict[str, Any]:
     return {}
 
@@ -145,7 +158,9 @@ class _Schema:
 
 
 def _conv_shapes(k: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    out: dict[str, tuple[int, ...]] = {"weight": (k["out_channels"], k["in_channels"], *k["kernel_size"])}
+    out: dict[str, tuple[int, ...]] = {
+        "weight": (k["out_channels"], k["in_channels"] // k["groups"], *k["kernel_size"])
+    }
     if k["bias"]:
         out["bias"] = (k["out_channels"],)
     return out
@@ -166,16 +181,89 @@ def _bn_shapes(k: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 #: Per layer type: required and optional fields, their checks, and the parameter and
 #: buffer shapes in ``state_dict`` order (``param_names`` then ``buffer_names``).
 _SCHEMAS: dict[str, _Schema] = {
-    "Conv2d": _Schema(("in_channels", "out_channels", "kernel_size"), ("stride", "padding", "bias"),
-                      _conv, _conv_shapes),
+    "Conv2d": _Schema(("in_channels", "out_channels", "kernel_size"),
+                      ("stride", "padding", "bias", "groups"), _conv, _conv_shapes),
     "Linear": _Schema(("in_features", "out_features"), ("bias",), _linear, _linear_shapes),
     "ReLU": _Schema((), (), _none, lambda k: {}),
-    "MaxPool2d": _Schema(("kernel_size",), ("stride",), _maxpool, lambda k: {}),
+    "MaxPool2d": _Schema(("kernel_size",), ("stride", "padding", "ceil_mode"), _maxpool, lambda k: {}),
     "GlobalAvgPool2d": _Schema((), (), _none, lambda k: {}),
-    "Flatten": _Schema((), (), _none, lambda k: {}),
+    "Flatten": _Schema((), ("start_dim",), _flatten, lambda k: {}),
     "Dropout": _Schema((), ("p",), _dropout, lambda k: {}),
     "BatchNorm2d": _Schema(("num_features",), ("eps", "momentum"), _batchnorm, _bn_shapes),
 }  # fmt: skip
+
+
+# ------------------------------------------------------------- the other layers and ops
+def _generic_types() -> dict[str, type[Layer]]:
+    """Layers and graph ops whose configs are checked through their constructors (their
+    fields are the constructor's keyword arguments, each validated there)."""
+    from . import activations, ops
+
+    out: dict[str, type[Layer]] = {}
+    for cls in (
+        layers.AvgPool2d, layers.AdaptiveAvgPool2d, activations.ReLU6, activations.Hardswish,
+        activations.Hardsigmoid, activations.SiLU, activations.Sigmoid, activations.GELU,
+        activations.LayerNorm, ops.Add, ops.AddConstant, ops.Chunk, ops.Concat, ops.Identity,
+        ops.Index, ops.Mean, ops.Mul, ops.MulConstant, ops.Parameter, ops.Permute, ops.Reshape,
+        ops.Split, ops.Transpose, ops.Unsqueeze, ops.View,
+    ):
+        out[cls.__name__] = cls
+    return out
+
+
+_MAX_FIELD_ITEMS = 64  # a list in a config field: at most this many entries (shapes, dims)
+_MAX_FIELD_INT = 2**31
+
+
+def _json_field(where: _Where, name: str, value: Any, depth: int = 0) -> Any:
+    """A config field value: None, a bool, a finite number, a short str, or a short list
+    of these (one level of nesting), bounded so that no field can ask for a huge build."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return value if value is None else bool(value)
+    if isinstance(value, (int, np.integer)):
+        if abs(int(value)) > _MAX_FIELD_INT:
+            raise ValueError(f"{where}: {name} must be an int of at most 2**31 in size, got {int(value)}.")
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{where}: {name} must be finite, got {value!r}.")
+        return float(value)
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise ValueError(f"{where}: {name} must be a str of at most 64 characters, got {len(value)}.")
+        return value
+    if isinstance(value, (list, tuple)) and depth < 2:
+        if len(value) > _MAX_FIELD_ITEMS:
+            raise ValueError(f"{where}: {name} may hold at most {_MAX_FIELD_ITEMS} entries, got "
+                             f"{len(value)}.")
+        return [_json_field(where, name, v, depth + 1) for v in value]
+    raise TypeError(f"{where}: {name} must be a number, str, bool or short list, got {describe(value)}.")
+
+
+def _generic_leaf(
+    config: Mapping[str, Any], where: _Where, cls: type[Layer]
+) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    import inspect
+
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "rng")]
+    fields = {k: v for k, v in config.items() if k != "type"}
+    unknown = sorted(str(k) for k in fields if k not in params)
+    if unknown:
+        raise ValueError(f"{where} has unexpected field(s) {unknown}; its fields are: "
+                         f"{', '.join(params) or 'none'}.")
+    kwargs = {k: _json_field(where, k, v) for k, v in fields.items()}
+    if cls.__name__ == "Parameter":
+        shape = kwargs.get("shape")
+        if isinstance(shape, list) and all(isinstance(v, int) and v > 0 for v in shape):
+            if math.prod(shape) > MAX_LAYER_PARAMETERS:
+                raise ValueError(f"{where} would hold more than MAX_LAYER_PARAMETERS = "
+                                 f"{MAX_LAYER_PARAMETERS} values.")
+    try:
+        layer = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    shapes = {k: tuple(np.shape(v)) for k, v in {**layer.params(), **layer.buffers()}.items()}
+    return kwargs, shapes
 
 
 # ------------------------------------------------------------------------------- plans
@@ -188,7 +276,7 @@ class _Leaf:
 
 @dataclass
 class _Container:
-    children: list[tuple[str, _Leaf | _Container]] = field(default_factory=list)
+    children: list[tuple[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -199,17 +287,20 @@ class _Budget:
 
 def _check_leaf(config: Mapping[str, Any], where: _Where, budget: _Budget) -> _Leaf:
     kind = config["type"]
-    schema = _SCHEMAS[kind]
-    fields = {k: v for k, v in config.items() if k != "type"}
-    unknown = sorted(str(k) for k in fields if k not in schema.required + schema.optional)
-    if unknown:
-        allowed = ", ".join(schema.required + schema.optional) or "none"
-        raise ValueError(f"{where} has unexpected field(s) {unknown}; its fields are: {allowed}.")
-    absent = [k for k in schema.required if k not in fields]
-    if absent:
-        raise ValueError(f"{where} lacks the field(s) {absent}.")
-    kwargs = schema.check(where, fields)
-    shapes = schema.shapes(kwargs)
+    if kind in _SCHEMAS:
+        schema = _SCHEMAS[kind]
+        fields = {k: v for k, v in config.items() if k != "type"}
+        unknown = sorted(str(k) for k in fields if k not in schema.required + schema.optional)
+        if unknown:
+            allowed = ", ".join(schema.required + schema.optional) or "none"
+            raise ValueError(f"{where} has unexpected field(s) {unknown}; its fields are: {allowed}.")
+        absent = [k for k in schema.required if k not in fields]
+        if absent:
+            raise ValueError(f"{where} lacks the field(s) {absent}.")
+        kwargs = schema.check(where, fields)
+        shapes = schema.shapes(kwargs)
+    else:
+        kwargs, shapes = _generic_leaf(config, where, _generic_types()[kind])
     count = sum(math.prod(s) for s in shapes.values())
     if count > MAX_LAYER_PARAMETERS:
         raise ValueError(
@@ -227,16 +318,20 @@ def _check_leaf(config: Mapping[str, Any], where: _Where, budget: _Budget) -> _L
     return _Leaf(kind, kwargs, shapes)
 
 
-def _check(config: Any, path: str, depth: int, budget: _Budget) -> _Leaf | _Container:
+def _check(config: Any, path: str, depth: int, budget: _Budget) -> _Leaf | _Container | _GraphPlan:
     where = _Where(path)
     if not isinstance(config, Mapping) or "type" not in config:
         raise TypeError(f"{where} must be a mapping with a 'type' key, got {describe(config)}.")
     kind = config["type"]
     if not isinstance(kind, str):
         raise TypeError(f"{where}: 'type' must be a str, got {describe(kind)}.")
+    if kind == "Graph":
+        if depth > 0:
+            raise ValueError(f"{where}: a Graph cannot be nested in another model.")
+        return _check_graph(config, budget)
     if kind != "Sequential":
-        if kind not in _LAYER_TYPES:
-            known = sorted([*_LAYER_TYPES, "Sequential"])
+        if kind not in _LAYER_TYPES and kind not in _generic_types():
+            known = sorted([*_LAYER_TYPES, *_generic_types(), "Sequential", "Graph"])
             raise ValueError(f"{where}: type must be one of {known}, got {kind!r}.")
         return _check_leaf(config, _Where(path, kind), budget)
     where = _Where(path, "Sequential")
@@ -269,7 +364,125 @@ def _check(config: Any, path: str, depth: int, budget: _Budget) -> _Leaf | _Cont
     return node
 
 
-def _shapes(node: _Leaf | _Container, prefix: str, out: dict[str, tuple[int, ...]]) -> None:
+@dataclass
+class _GraphNode:
+    name: str
+    leaf: _Leaf | None  # None: the same layer as node ``same_as``
+    same_as: str | None
+    inputs: tuple[str, ...]
+    aliases: tuple[str, ...]
+    from_module: bool
+    inplace: bool
+    state_keys: dict[str, str]
+
+
+@dataclass
+class _GraphPlan:
+    nodes: list[_GraphNode]
+    output: str
+    default_layer_name: str | None
+    ambiguous: dict[str, list[str]]
+
+
+_GRAPH_FIELDS = ("type", "nodes", "output", "default_layer_name", "ambiguous")
+_NODE_FIELDS = ("name", "layer", "inputs", "same_layer_as", "aliases", "from_module", "inplace", "state_keys")
+
+
+def _names(where: str, value: Any, field_name: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_NODES:
+        raise TypeError(f"{where}: {field_name} must be a list of names, got {describe(value)}.")
+    if not all(isinstance(v, str) and 0 < len(v) <= 256 for v in value):
+        raise TypeError(f"{where}: {field_name} must hold names (non-empty str of at most 256 characters).")
+    return tuple(value)
+
+
+def _check_graph(config: Mapping[str, Any], budget: _Budget) -> _GraphPlan:
+    """Validate a Graph config (structure only; ``Graph`` itself checks the topology)."""
+    unknown = sorted(str(k) for k in config if k not in _GRAPH_FIELDS)
+    if unknown:
+        raise ValueError(f"config (Graph) has unexpected field(s) {unknown}; its fields are: "
+                         f"{', '.join(_GRAPH_FIELDS)}.")
+    entries = config.get("nodes")
+    if not isinstance(entries, (list, tuple)) or not entries:
+        raise ValueError(f"config (Graph) must have a non-empty 'nodes' list, got {describe(entries)}.")
+    if len(entries) > MAX_NODES:
+        raise ValueError(f"the config has more than MAX_NODES = {MAX_NODES} nodes.")
+    output = config.get("output")
+    if not isinstance(output, str):
+        raise TypeError(f"config (Graph): output must be a node name, got {describe(output)}.")
+    default = config.get("default_layer_name")
+    if default is not None and not isinstance(default, str):
+        raise TypeError(f"config (Graph): default_layer_name must be a str or null, got {describe(default)}.")
+    ambiguous_raw = config.get("ambiguous", {})
+    if not isinstance(ambiguous_raw, Mapping):
+        raise TypeError(f"config (Graph): ambiguous must be a mapping, got {describe(ambiguous_raw)}.")
+    ambiguous = {str(k): list(_names("config (Graph)", v, "ambiguous")) for k, v in ambiguous_raw.items()}
+    nodes: list[_GraphNode] = []
+    layers_seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"config of node {i}"
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where} must be a mapping, got {describe(entry)}.")
+        bad = sorted(str(k) for k in entry if k not in _NODE_FIELDS)
+        if bad:
+            raise ValueError(f"{where} has unexpected field(s) {bad}; its fields are: "
+                             f"{', '.join(_NODE_FIELDS)}.")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{where}: name must be a non-empty str, got {describe(name)}.")
+        where = f"config of node {name!r}"
+        inputs = _names(where, entry.get("inputs", []), "inputs")
+        aliases = _names(where, entry.get("aliases", []), "aliases")
+        same = entry.get("same_layer_as")
+        flags = {}
+        for flag in ("from_module", "inplace"):
+            flags[flag] = _bool(_Where(name), flag, entry.get(flag, False))
+        keys = entry.get("state_keys", {})
+        if not isinstance(keys, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(v) <= 512 for k, v in keys.items()
+        ):
+            raise TypeError(f"{where}: state_keys must map attribute names to keys (str).")
+        if same is not None:
+            if not isinstance(same, str) or same not in layers_seen:
+                raise ValueError(f"{where}: same_layer_as must name an earlier node, got {same!r}.")
+            leaf = None
+        else:
+            layer_config = entry.get("layer")
+            sub = _check(layer_config, name, 1, budget)
+            if not isinstance(sub, _Leaf):
+                raise ValueError(f"{where}: layer must be a leaf layer or graph op, not a container.")
+            leaf = sub
+        layers_seen.add(name)
+        nodes.append(_GraphNode(name, leaf, same, inputs, aliases, flags["from_module"],
+                                flags["inplace"], dict(keys)))
+    return _GraphPlan(nodes, output, default, ambiguous)
+
+
+def _graph_shapes(plan: _GraphPlan, out: dict[str, tuple[int, ...]]) -> None:
+    leaves = {n.name: n.leaf for n in plan.nodes if n.leaf is not None}
+    for n in plan.nodes:
+        leaf = n.leaf if n.leaf is not None else leaves[n.same_as]  # type: ignore[index]
+        for attr, shape in leaf.shapes.items():  # type: ignore[union-attr]
+            key = n.state_keys.get(attr, f"{n.name}.{attr}")
+            out.setdefault(key, shape)
+
+
+def _build_graph(plan: _GraphPlan, rng: Any) -> Any:
+    from .graph import Graph, Node
+
+    built: dict[str, Layer] = {}
+    nodes = []
+    for n in plan.nodes:
+        layer = built[n.same_as] if n.same_as is not None else _build(n.leaf, rng)  # type: ignore[arg-type]
+        built[n.name] = layer  # type: ignore[assignment]
+        nodes.append(Node(n.name, layer, n.inputs, n.aliases, n.from_module, n.inplace, n.state_keys))  # type: ignore[arg-type]
+    return Graph(nodes, plan.output, default_layer_name=plan.default_layer_name, ambiguous=plan.ambiguous)
+
+
+def _shapes(node: _Leaf | _Container | _GraphPlan, prefix: str, out: dict[str, tuple[int, ...]]) -> None:
+    if isinstance(node, _GraphPlan):
+        _graph_shapes(node, out)
+        return
     if isinstance(node, _Leaf):
         for key, shape in node.shapes.items():
             out[f"{prefix}.{key}" if prefix else key] = shape
@@ -278,13 +491,16 @@ def _shapes(node: _Leaf | _Container, prefix: str, out: dict[str, tuple[int, ...
         _shapes(child, f"{prefix}.{name}" if prefix else name, out)
 
 
-def _build(node: _Leaf | _Container, rng: Any) -> Layer | Sequential:
+def _build(node: _Leaf | _Container | _GraphPlan, rng: Any) -> Any:
+    if isinstance(node, _GraphPlan):
+        return _build_graph(node, rng)
     if isinstance(node, _Container):
         return Sequential({name: _build(child, rng) for name, child in node.children})
     kwargs = dict(node.kwargs)
     if node.kind in ("Conv2d", "Linear") and rng is False:
         kwargs["rng"] = False  # zeros, to be overwritten by the loaded arrays
-    return _LAYER_TYPES[node.kind](**kwargs)
+    cls = _LAYER_TYPES.get(node.kind) or _generic_types()[node.kind]
+    return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -305,7 +521,7 @@ class ConfigPlan:
     shapes: dict[str, tuple[int, ...]]
     parameters: int
     layers: int
-    _root: _Leaf | _Container
+    _root: _Leaf | _Container | _GraphPlan
 
     def build(self, state_dict: Mapping[str, Any] | None = None) -> Layer | Sequential:
         """Build the model: with ``state_dict`` its layers start from zeros (no random
@@ -328,7 +544,7 @@ class ConfigPlan:
             if got != shape:
                 raise ValueError(f"state_dict[{key!r}] must have shape {shape}, got {got}.")
         model = _build(self._root, False)
-        if isinstance(model, Sequential):
+        if hasattr(model, "load_state_dict"):
             model.load_state_dict(state_dict)
         else:
             for key in self.shapes:
@@ -378,8 +594,8 @@ def layer_from_config(config: Mapping[str, Any]) -> Layer:
         As :func:`plan_config`; a ``Sequential`` config is refused (use
         :func:`model_from_config`).
     """
-    if isinstance(config, Mapping) and config.get("type") == "Sequential":
-        raise ValueError("config describes a Sequential; use model_from_config for containers.")
+    if isinstance(config, Mapping) and config.get("type") in ("Sequential", "Graph"):
+        raise ValueError(f"config describes a {config['type']}; use model_from_config for models.")
     layer = plan_config(config).build()
     assert isinstance(layer, Layer)
     return layer

@@ -7,7 +7,7 @@ Every operation comes as a pair::
 
 where ``dout = ∂L/∂out`` for some scalar L (in npcam, usually the class score y^c) and
 the backward returns ``∂L/∂x`` (and the parameter gradients). Arrays are NCHW, weights in
-PyTorch's layout: conv ``(C_out, C_in, kH, kW)``, linear ``(out, in)``. Everything is
+PyTorch's layout: conv ``(C_out, C_in/groups, kH, kW)``, linear ``(out, in)``. Everything is
 float64; inputs are validated by the layers and models that call these functions, so
 these stay the bare equations.
 
@@ -17,47 +17,116 @@ choose; these are PyTorch's choices):
 * ReLU'(0) = 0, i.e. ``dx = dy·[x > 0]``.
 * Max-pool ties: the whole gradient goes to the first maximum of the window in row-major
   order, as PyTorch's CPU kernel does.
+* Max-pool padding is −inf and never wins: torch allows ``padding ≤ kernel // 2``, so every
+  window (the ceil-mode overhang included) holds at least one real input, and no gradient
+  ever reaches a padded cell.
+* Average pooling divides by ``kH·kW`` when ``count_include_pad`` (padding counted as
+  zeros, the ceil-mode overhang not counted), else by the number of real inputs in the
+  window; its gradient ``dout / divisor`` goes to every real input of the window.
+* Adaptive average pooling: window i of ``out`` along an axis of length ``n`` is
+  ``[floor(i·n/out), ceil((i+1)·n/out))``, as torch; windows overlap when ``out`` does not
+  divide ``n`` and repeat inputs when ``out > n``.
+
+Pooling and convolution windows are counted by :func:`pool_output_size`:
+``floor((n + 2p − k)/s) + 1`` (``ceil`` in ceil mode, minus one when the last window would
+start at or beyond ``n + p``, i.e. in the right padding only).
+
+The activations of modern CNNs (ReLU6, Hardsigmoid, Hardswish, Sigmoid, SiLU, GELU) and
+layer normalisation follow the same contract (:func:`layer_norm_backward` also returns the
+affine parameters' gradients); their kinks, measured on torch 2.14.1 in float64:
+
+* ReLU6'(0) = ReLU6'(6) = 0: the derivative is 1 on the *open* interval (0, 6) only
+  (torch computes ReLU6 as ``hardtanh(x, 0, 6)``, whose backward is 0 at both ends).
+* Hardsigmoid'(−3) = Hardsigmoid'(3) = 0: 1/6 on the open interval (−3, 3) only.
+* Hardswish'(−3) = 0 and Hardswish'(3) = 1: the values of the *outer* pieces, not the
+  inner formula's (2x + 3)/6 (which would give −1/2 and 3/2: Hardswish' jumps at ±3).
+  These are exactly the product rule ``Hardswish' = Hardsigmoid + x·Hardsigmoid'`` taken
+  with Hardsigmoid's convention at ±3.
+
+Sigmoid, SiLU and GELU are smooth, so they have no kink; they are computed so that no
+finite input overflows or loses its relative precision in the tails (σ through
+``scipy.special.expit``, Φ through ``erfc``), which is at least as accurate as torch.
+
+The one measured difference from torch: torch's float64 Hardsigmoid backward multiplies by
+the float32 constant ``float32(1/6) = 0.16666667163372040`` (relative error 3.0e-8);
+npcam uses 1/6 itself.
+
+scipy is imported when a function that needs it is first called, so that importing this
+module stays light.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
-    "BatchNormCache",
-    "Conv2dCache",
-    "LinearCache",
-    "MaxPool2dCache",
-    "ReLUCache",
-    "RELU_RULES",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward",
+    "adaptive_pool_matrix",
+    "AdaptiveAvgPool2dCache",
+    "avg_pool2d_backward",
+    "avg_pool2d_forward",
+    "AvgPool2dCache",
     "batch_norm2d_backward",
     "batch_norm2d_forward",
+    "BatchNormCache",
     "conv2d_backward",
     "conv2d_forward",
+    "Conv2dCache",
     "conv_output_size",
     "dropout_backward",
     "dropout_forward",
     "flatten_backward",
     "flatten_forward",
+    "gelu_backward",
+    "gelu_forward",
+    "GELUCache",
     "global_avg_pool2d_backward",
     "global_avg_pool2d_forward",
+    "hardsigmoid_backward",
+    "hardsigmoid_forward",
+    "HardsigmoidCache",
+    "hardswish_backward",
+    "hardswish_forward",
+    "HardswishCache",
+    "layer_norm_backward",
+    "layer_norm_forward",
+    "LayerNormCache",
     "linear_backward",
     "linear_forward",
-    "SoftmaxCache",
+    "LinearCache",
     "log_softmax",
     "log_softmax_backward",
     "log_softmax_forward",
     "max_pool2d_backward",
     "max_pool2d_forward",
+    "MaxPool2dCache",
+    "normalized_size",
+    "pool_output_size",
+    "relu6_backward",
+    "relu6_forward",
+    "ReLU6Cache",
     "relu_backward",
     "relu_forward",
+    "RELU_RULES",
+    "ReLUCache",
+    "sigmoid",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "SigmoidCache",
+    "silu_backward",
+    "silu_forward",
+    "SiLUCache",
     "softmax",
     "softmax_backward",
     "softmax_cross_entropy",
     "softmax_forward",
+    "SoftmaxCache",
 ]
 
 # --------------------------------------------------------------------------- convolution
@@ -67,6 +136,7 @@ class Conv2dCache(NamedTuple):
     stride: tuple[int, int]
     padding: tuple[int, int]
     has_bias: bool
+    groups: int = 1
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -74,6 +144,23 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     ``floor((size + 2·padding − kernel) / stride) + 1`` (0 or less: the window does not fit).
     """
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
+    """Output length of a pooling window along one axis, torch's rule.
+
+    ``floor((n + 2p − k)/s) + 1``; in ceil mode ``ceil((n + 2p − k)/s) + 1``, minus one
+    if that last window would start at or beyond ``n + p`` (in the right padding only):
+    e.g. (n, k, s, p) = (5, 2, 2, 1) gives ``ceil(5/2) + 1 = 4``, but window 3 would start
+    at 6 = n + p, so 3. 0 or less: the window does not fit.
+    """
+    span = size + 2 * padding - kernel
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
 
 
 def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
@@ -93,24 +180,35 @@ def conv2d_forward(
     bias: np.ndarray | None = None,
     stride: tuple[int, int] = (1, 1),
     padding: tuple[int, int] = (0, 0),
+    groups: int = 1,
 ) -> tuple[np.ndarray, Conv2dCache]:
-    r"""2-D cross-correlation (what deep learning calls convolution).
+    r"""2-D cross-correlation (what deep learning calls convolution), optionally grouped.
 
-    x (N, C, H, W), W (F, C, kH, kW), b (F,). With the input zero-padded by ``p`` and
-    stride ``s``::
+    x (N, C, H, W), W (F, C/G, kH, kW), b (F,), with G = ``groups`` dividing C and F.
+    With the input zero-padded by ``p`` and stride ``s``, output channel f of group
+    ``g = f // (F/G)`` reads only the input channels of its group,
+    ``c = g·(C/G) + c'``::
 
-        out[n, f, h, w] = b[f] + Σ_{c,i,j} W[f, c, i, j] · x_pad[n, c, s_h·h + i, s_w·w + j]
+        out[n, f, h, w] = b[f] + Σ_{c',i,j} W[f, c', i, j] · x_pad[n, g·(C/G) + c', s_h·h + i, s_w·w + j]
+
+    G = 1 is the ordinary convolution (every output reads every input channel);
+    G = C = F is *depthwise* convolution (one kH×kW filter per channel).
 
     Written as it reads: the windows ``x_pad[n, c, s_h·h + i, s_w·w + j]`` are a strided
-    view (no copy) of shape (N, C, H_out, W_out, kH, kW), contracted with W over (c, i, j).
-    Layers use the tiled engine of :mod:`npcam.nn._conv`, tested equal to this.
+    view (no copy) of shape (N, C, H_out, W_out, kH, kW), contracted with W over
+    (c', i, j) — one ``einsum`` per group. Layers use the fast engine of
+    :mod:`npcam.nn._conv`, tested equal to this.
     """
-    kh, kw = weight.shape[2:]
+    f, cg, kh, kw = weight.shape
+    fg = f // groups
     windows = _windows(_pad(x, *padding), kh, kw, *stride)
-    out = np.einsum("nchwij,fcij->nfhw", windows, weight, optimize=True)
+    out = np.empty((x.shape[0], f, *windows.shape[2:4]), dtype=np.result_type(x, weight))
+    for g in range(groups):  # the readable reference may loop over groups; _conv does not
+        ins, outs = slice(g * cg, (g + 1) * cg), slice(g * fg, (g + 1) * fg)
+        out[:, outs] = np.einsum("nchwij,fcij->nfhw", windows[:, ins], weight[outs], optimize=True)
     if bias is not None:
         out += bias[None, :, None, None]
-    return out, Conv2dCache(x, weight, stride, padding, bias is not None)
+    return out, Conv2dCache(x, weight, stride, padding, bias is not None, groups)
 
 
 def conv2d_backward(
@@ -120,34 +218,42 @@ def conv2d_backward(
     ``param_grads``. dout (N, F, H_out, W_out).
 
     From the forward equation, each weight meets every output pixel and each input pixel
-    meets every output whose window covers it::
+    meets every output of its group whose window covers it (c = g·(C/G) + c', f in group g)::
 
-        ∂L/∂b[f]          = Σ_{n,h,w} dout[n, f, h, w]
-        ∂L/∂W[f, c, i, j] = Σ_{n,h,w} dout[n, f, h, w] · x_pad[n, c, s_h·h + i, s_w·w + j]
-        ∂L/∂x_pad[n,c,r,q] = Σ_{f,i,j : s_h·h+i = r, s_w·w+j = q} dout[n, f, h, w] · W[f, c, i, j]
+        ∂L/∂b[f]           = Σ_{n,h,w} dout[n, f, h, w]
+        ∂L/∂W[f, c', i, j] = Σ_{n,h,w} dout[n, f, h, w] · x_pad[n, c, s_h·h + i, s_w·w + j]
+        ∂L/∂x_pad[n,c,r,q] = Σ_{f in g, i,j : s_h·h+i = r, s_w·w+j = q} dout[n, f, h, w] · W[f, c', i, j]
 
     The input gradient is the *transposed convolution*: for each kernel offset (i, j),
-    ``Σ_f dout[n, f, h, w] · W[f, c, i, j]`` is added onto the strided slice
-    ``x_pad[:, :, i + s_h·h, j + s_w·w]`` it was read from — a loop over the kH·kW offsets
-    only, each a whole-array operation. Then the padding is cut off. Input rows that no
-    window reached (when ``H + 2p − k`` is not a multiple of ``s``) keep a zero gradient.
+    ``Σ_f dout[n, f, h, w] · W[f, c', i, j]`` (f over the group) is added onto the strided
+    slice ``x_pad[:, c, i + s_h·h, j + s_w·w]`` it was read from — a loop over the groups
+    and the kH·kW offsets, each a whole-array operation. Then the padding is cut off.
+    Input rows that no window reached (when ``H + 2p − k`` is not a multiple of ``s``)
+    keep a zero gradient.
     """
-    x, weight = cache.x, cache.weight
+    x, weight, groups = cache.x, cache.weight, cache.groups
     n, c, h, w = x.shape
-    kh, kw = weight.shape[2:]
+    f, cg, kh, kw = weight.shape
+    fg = f // groups
     (sh, sw), (ph, pw) = cache.stride, cache.padding
     h_out, w_out = dout.shape[2:]
     dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=np.result_type(weight, dout))
-    for i in range(kh):
-        for j in range(kw):
-            rows = slice(i, i + sh * (h_out - 1) + 1, sh)
-            cols = slice(j, j + sw * (w_out - 1) + 1, sw)
-            dxp[:, :, rows, cols] += np.einsum("nfhw,fc->nchw", dout, weight[:, :, i, j], optimize=True)
+    for g in range(groups):
+        ins, outs = slice(g * cg, (g + 1) * cg), slice(g * fg, (g + 1) * fg)
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i, i + sh * (h_out - 1) + 1, sh)
+                cols = slice(j, j + sw * (w_out - 1) + 1, sw)
+                dxp[:, ins, rows, cols] += np.einsum(
+                    "nfhw,fc->nchw", dout[:, outs], weight[outs, :, i, j], optimize=True)
     dx = dxp[:, :, ph : ph + h, pw : pw + w]
     if not param_grads:
         return np.ascontiguousarray(dx), None, None
     windows = _windows(_pad(x, ph, pw), kh, kw, sh, sw)
-    dw = np.einsum("nfhw,nchwij->fcij", dout, windows, optimize=True)
+    dw = np.empty(weight.shape, dtype=np.result_type(weight, dout, x))
+    for g in range(groups):
+        ins, outs = slice(g * cg, (g + 1) * cg), slice(g * fg, (g + 1) * fg)
+        dw[outs] = np.einsum("nfhw,nchwij->fcij", dout[:, outs], windows[:, ins], optimize=True)
     db = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
     return np.ascontiguousarray(dx), dw, db
 
@@ -189,13 +295,39 @@ def relu_backward(dout: np.ndarray, cache: ReLUCache, relu_rule: str = "standard
 # ----------------------------------------------------------------------------- max-pool
 class MaxPool2dCache(NamedTuple):
     x_shape: tuple[int, ...]
-    argmax: np.ndarray  # flat index (row·W + col) into the input plane of each output
+    argmax: np.ndarray  # flat index (row·W + col) into the (unpadded) input plane of each output
+
+
+def _pool_pad(
+    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+    ceil_mode: bool, value: float,
+) -> tuple[np.ndarray, int, int]:
+    """x padded by ``padding`` on every side with ``value``, plus the ceil-mode overhang at
+    the bottom and right, so that all ``pool_output_size`` windows fit; and that size."""
+    h, w = x.shape[2:]
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    h_out = pool_output_size(h, kh, sh, ph, ceil_mode)
+    w_out = pool_output_size(w, kw, sw, pw, ceil_mode)
+    bottom = max(ph, (h_out - 1) * sh + kh - h - ph)
+    right = max(pw, (w_out - 1) * sw + kw - w - pw)
+    if ph == pw == bottom == right == 0:
+        return x, h_out, w_out
+    return np.pad(x, ((0, 0), (0, 0), (ph, bottom), (pw, right)), constant_values=value), h_out, w_out
 
 
 def max_pool2d_forward(
-    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int] = (0, 0),
+    ceil_mode: bool = False,
 ) -> tuple[np.ndarray, MaxPool2dCache]:
-    r"""``out[n, c, h, w] = max_{i,j} x[n, c, s_h·h + i, s_w·w + j]`` over a kH×kW window.
+    r"""``out[n, c, h, w] = max_{i,j} x_pad[n, c, s_h·h + i, s_w·w + j]`` over a kH×kW window.
+
+    ``x_pad`` is x padded with −inf by ``padding`` on every side (and, in ceil mode, on the
+    bottom and right up to the last window; output size :func:`pool_output_size`). With
+    ``padding ≤ kernel // 2`` (torch's condition, checked by the layer) every window holds
+    a real input, so the maximum is always a real input and padding never wins.
 
     The position of the maximum is remembered for the backward pass. On ties it is the
     first maximum of the window in row-major order (``argmax``'s rule, and PyTorch's).
@@ -203,14 +335,16 @@ def max_pool2d_forward(
     n, c, h, w = x.shape
     kh, kw = kernel
     sh, sw = stride
-    windows = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    h_out, w_out = windows.shape[2:4]
+    ph, pw = padding
+    xp, h_out, w_out = _pool_pad(x, kernel, stride, padding, ceil_mode, -np.inf)
+    windows = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, : sh * (h_out - 1) + 1 : sh,
+                                                             : sw * (w_out - 1) + 1 : sw]
     flat = windows.reshape(n, c, h_out, w_out, kh * kw)
     k = flat.argmax(axis=-1)
     out = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
-    # Window-local index k = i·kW + j  ->  flat index in the input plane.
-    rows = np.arange(h_out)[:, None] * sh + k // kw
-    cols = np.arange(w_out)[None, :] * sw + k % kw
+    # Window-local index k = i·kW + j  ->  flat index in the unpadded input plane.
+    rows = np.arange(h_out)[:, None] * sh + k // kw - ph
+    cols = np.arange(w_out)[None, :] * sw + k % kw - pw
     return out, MaxPool2dCache(x.shape, rows * w + cols)
 
 
@@ -218,13 +352,144 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
     r"""``∂L/∂x[n, c, r, q] = Σ_{h,w : argmax(h, w) = (r, q)} dout[n, c, h, w]``.
 
     The max is locally the identity on the winning input and constant in the others, so
-    each output's gradient goes to its argmax; with overlapping windows one input may win
-    several windows and the contributions add (``bincount`` sums them).
+    each output's gradient goes to its argmax (always a real input, never padding); with
+    overlapping windows one input may win several windows and the contributions add
+    (``bincount`` sums them).
     """
     n, c, h, w = cache.x_shape
     plane = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
     dx = np.bincount((plane + cache.argmax).ravel(), weights=dout.ravel(), minlength=n * c * h * w)
     return dx.reshape(n, c, h, w)
+
+
+# ------------------------------------------------------------------------ average pooling
+class AvgPool2dCache(NamedTuple):
+    x_shape: tuple[int, ...]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    divisor: np.ndarray  # (H_out, W_out): what each output's window sum was divided by
+
+
+def _avg_divisor(
+    size: int, out: int, kernel: int, stride: int, padding: int, include_pad: bool
+) -> np.ndarray:
+    """Per output position along one axis: the cells of its window inside ``[−p, n + p)``
+    (count_include_pad) or inside the input ``[0, n)`` — torch's rule; the ceil-mode
+    overhang beyond ``n + p`` never counts."""
+    start = np.arange(out) * stride - padding
+    end = np.minimum(start + kernel, size + padding)
+    if not include_pad:
+        start, end = np.maximum(start, 0), np.minimum(end, size)
+    return (end - start).astype(np.float64)
+
+
+def avg_pool2d_forward(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int] = (0, 0),
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> tuple[np.ndarray, AvgPool2dCache]:
+    r"""``out[n, c, h, w] = (1/d[h, w]) Σ_{i,j} x_pad[n, c, s_h·h + i, s_w·w + j]``.
+
+    ``x_pad`` is x zero-padded by ``padding`` (plus the ceil-mode overhang, output size
+    :func:`pool_output_size`). The divisor is torch's, ``d[h, w] = d_h[h]·d_w[w]`` with
+    ``d_h[h]`` the number of window rows inside ``[−p_h, H + p_h)`` when
+    ``count_include_pad`` (``k_h`` except at a ceil-mode overhang) and inside the real
+    rows ``[0, H)`` otherwise. So with padding 1 the corner of an all-ones map pools to
+    4/9 (counted) or 1 (not counted).
+    """
+    n, c = x.shape[:2]
+    kh, kw = kernel
+    sh, sw = stride
+    xp, h_out, w_out = _pool_pad(x, kernel, stride, padding, ceil_mode, 0.0)
+    out = np.zeros((n, c, h_out, w_out), dtype=np.result_type(x, np.float64))
+    for i in range(kh):  # the kH·kW window offsets, each a whole-array addition
+        for j in range(kw):
+            out += xp[:, :, i : i + sh * (h_out - 1) + 1 : sh, j : j + sw * (w_out - 1) + 1 : sw]
+    h, w = x.shape[2:]
+    divisor = np.outer(_avg_divisor(h, h_out, kh, sh, padding[0], count_include_pad),
+                       _avg_divisor(w, w_out, kw, sw, padding[1], count_include_pad))
+    out /= divisor
+    return out, AvgPool2dCache(x.shape, kernel, stride, padding, divisor)
+
+
+def avg_pool2d_backward(dout: np.ndarray, cache: AvgPool2dCache) -> np.ndarray:
+    r"""``∂L/∂x[n, c, r, q] = Σ_{h,w : (r, q) in window (h, w)} dout[n, c, h, w] / d[h, w]``.
+
+    Each output is a fixed linear combination of its window, so ``g = dout / d`` is added
+    onto every cell of the window — kH·kW strided additions into the padded plane, then
+    the padding (and any ceil-mode overhang) is cut off: padded cells get nothing.
+    """
+    n, c, h, w = cache.x_shape
+    (kh, kw), (sh, sw), (ph, pw) = cache.kernel, cache.stride, cache.padding
+    h_out, w_out = dout.shape[2:]
+    g = dout / cache.divisor
+    dxp = np.zeros((n, c, max(h + 2 * ph, (h_out - 1) * sh + kh), max(w + 2 * pw, (w_out - 1) * sw + kw)),
+                   dtype=g.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, i : i + sh * (h_out - 1) + 1 : sh, j : j + sw * (w_out - 1) + 1 : sw] += g
+    return np.ascontiguousarray(dxp[:, :, ph : ph + h, pw : pw + w])
+
+
+# --------------------------------------------------------------- adaptive average pooling
+class AdaptiveAvgPool2dCache(NamedTuple):
+    x_shape: tuple[int, ...]
+    rows: np.ndarray  # P_h, (H_out, H)
+    cols: np.ndarray  # P_w, (W_out, W)
+
+
+def adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
+    r"""The (out, size) averaging matrix of adaptive average pooling along one axis.
+
+    Row i averages the window ``[floor(i·n/out), ceil((i+1)·n/out))`` (n = ``size``):
+    ``P[i, r] = 1/len(window i)`` for r in the window, 0 elsewhere. E.g. 5 → 3: windows
+    (0, 2), (1, 4), (3, 5) — overlapping; 2 → 7: windows of one input each, repeated.
+    """
+    i = np.arange(out)
+    start = (i * size) // out
+    end = -((-(i + 1) * size) // out)  # ceil((i + 1)·n/out) in integers
+    r = np.arange(size)
+    inside = (r[None, :] >= start[:, None]) & (r[None, :] < end[:, None])
+    return inside / (end - start)[:, None].astype(np.float64)
+
+
+def _separable(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``rows · x · colsᵀ`` for every (n, c) plane: (N, C, H, W) -> (N, C, A, B) with rows
+    (A, H) and cols (B, W), as two matrix products over the whole batch."""
+    n, c, h, w = x.shape
+    a, b = rows.shape[0], cols.shape[0]
+    t = np.ascontiguousarray(x).reshape(n * c * h, w) @ cols.T  # (N·C·H, B)
+    t = t.reshape(n * c, h, b).transpose(0, 2, 1).reshape(n * c * b, h) @ rows.T  # (N·C·B, A)
+    return np.ascontiguousarray(t.reshape(n, c, b, a).transpose(0, 1, 3, 2))
+
+
+def adaptive_avg_pool2d_forward(
+    x: np.ndarray, output_size: tuple[int, int]
+) -> tuple[np.ndarray, AdaptiveAvgPool2dCache]:
+    r"""Adaptive average pooling to ``output_size`` (oh, ow): (N, C, H, W) -> (N, C, oh, ow).
+
+    ``out[n, c, i, j]`` is the mean of x over rows ``[floor(i·H/oh), ceil((i+1)·H/oh))``
+    and columns ``[floor(j·W/ow), ceil((j+1)·W/ow))`` (torch's windows). Window sizes are
+    products of one size per axis, so the operator is separable::
+
+        out[n, c] = P_h · x[n, c] · P_wᵀ
+
+    with ``P`` the (out, in) averaging matrix of :func:`adaptive_pool_matrix`.
+    """
+    n, c, h, w = x.shape
+    rows, cols = adaptive_pool_matrix(h, output_size[0]), adaptive_pool_matrix(w, output_size[1])
+    return _separable(x, rows, cols), AdaptiveAvgPool2dCache(x.shape, rows, cols)
+
+
+def adaptive_avg_pool2d_backward(dout: np.ndarray, cache: AdaptiveAvgPool2dCache) -> np.ndarray:
+    r"""``∂L/∂x[n, c] = P_hᵀ · dout[n, c] · P_w`` — the transpose of the forward's linear map:
+    each input receives ``dout/area`` from every window that contains it (several when
+    windows overlap or repeat)."""
+    return _separable(dout, cache.rows.T, cache.cols.T)
 
 
 # ---------------------------------------------------------------- global average pooling
@@ -260,7 +525,11 @@ class LinearCache(NamedTuple):
 def linear_forward(
     x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
 ) -> tuple[np.ndarray, LinearCache]:
-    r"""``y = x Wᵀ + b``: x (N, in), W (out, in), b (out,)."""
+    r"""``y = x Wᵀ + b`` on the last axis: x (..., in), W (out, in), b (out,) -> y (..., out).
+
+    Every leading index (the batch, and e.g. the positions of an (N, H, W, C) map) is one
+    independent row ``y[..., o] = Σ_i x[..., i] W[o, i] + b[o]``.
+    """
     y = x @ weight.T
     if bias is not None:
         y += bias
@@ -270,12 +539,17 @@ def linear_forward(
 def linear_backward(
     dout: np.ndarray, cache: LinearCache, param_grads: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    r"""``∂L/∂x = dout · W``, ``∂L/∂W = doutᵀ · x``, ``∂L/∂b = Σ_n dout[n]``."""
+    r"""``∂L/∂x = dout · W``, ``∂L/∂W = Σ_rows doutᵀ · x``, ``∂L/∂b = Σ_rows dout``.
+
+    The rows are all leading indices (the batch for a 2-D input): the same W and b act on
+    each, so their gradients sum over all of them.
+    """
     dx = dout @ cache.weight
     if not param_grads:
         return dx, None, None
-    db = dout.sum(axis=0) if cache.has_bias else None
-    return dx, dout.T @ cache.x, db
+    d2 = dout.reshape(-1, dout.shape[-1])
+    db = d2.sum(axis=0) if cache.has_bias else None
+    return dx, d2.T @ cache.x.reshape(-1, cache.x.shape[-1]), db
 
 
 # ------------------------------------------------------------------------------ dropout
@@ -293,12 +567,13 @@ def dropout_backward(dout: np.ndarray, cache: None = None) -> np.ndarray:
 
 # -------------------------------------------------------------------------- batch norm
 class BatchNormCache(NamedTuple):
-    x_hat: np.ndarray  # (x − μ) / σ, per channel
+    x_hat: np.ndarray | None  # (x − μ) / σ per channel (training mode; None in eval mode)
     inv_std: np.ndarray  # 1/σ = 1/sqrt(var + eps), (C,)
     gamma: np.ndarray
     training: bool
     mean: np.ndarray  # the μ and (biased) σ² used: the batch's in training mode, so the
     var: np.ndarray  # layer updates its running statistics without computing them again
+    x: np.ndarray | None = None  # eval mode: the input (x̂ is recomputed only for dγ)
 
 
 def batch_norm2d_forward(
@@ -313,16 +588,24 @@ def batch_norm2d_forward(
     r"""``y = γ · (x − μ) / sqrt(σ² + ε) + β`` per channel.
 
     In training mode μ and σ² are the batch's own statistics over (N, H, W) (σ² biased, as
-    PyTorch normalises with); in eval mode they are the given running ``mean``/``var``.
-    Updating the running statistics is the layer's job, not this function's.
+    PyTorch normalises with); in eval mode they are the given running ``mean``/``var``,
+    and y is the affine map ``y = a·x + c`` with ``a = γ/σ``, ``c = β − μ·a`` per channel
+    (two passes over x; the form torch's CPU kernel computes). Updating the running
+    statistics is the layer's job, not this function's.
     """
-    if training:
-        mean = x.mean(axis=(0, 2, 3))
-        var = x.var(axis=(0, 2, 3))
+    c = (None, slice(None), None, None)
+    if not training:
+        inv_std = 1.0 / np.sqrt(var + eps)
+        a = gamma * inv_std
+        y = np.multiply(x, a[c])
+        y += (beta - mean * a)[c]
+        return y, BatchNormCache(None, inv_std, gamma, False, mean, var, x)
+    mean = x.mean(axis=(0, 2, 3))
+    var = x.var(axis=(0, 2, 3))
     inv_std = 1.0 / np.sqrt(var + eps)
-    x_hat = (x - mean[None, :, None, None]) * inv_std[None, :, None, None]
-    y = x_hat * gamma[None, :, None, None] + beta[None, :, None, None]
-    return y, BatchNormCache(x_hat, inv_std, gamma, training, mean, var)
+    x_hat = (x - mean[c]) * inv_std[c]
+    y = x_hat * gamma[c] + beta[c]
+    return y, BatchNormCache(x_hat, inv_std, gamma, True, mean, var)
 
 
 def batch_norm2d_backward(
@@ -343,16 +626,22 @@ def batch_norm2d_backward(
       (means over N, H, W per channel).
     """
     c = (None, slice(None), None, None)
-    g = dout * cache.gamma[c]
     if cache.training:
+        assert cache.x_hat is not None
+        x_hat = cache.x_hat
+        g = dout * cache.gamma[c]
         g_mean = g.mean(axis=(0, 2, 3))
-        gx_mean = (g * cache.x_hat).mean(axis=(0, 2, 3))
-        dx = (g - g_mean[c] - cache.x_hat * gx_mean[c]) * cache.inv_std[c]
+        gx_mean = (g * x_hat).mean(axis=(0, 2, 3))
+        dx = (g - g_mean[c] - x_hat * gx_mean[c]) * cache.inv_std[c]
     else:
-        dx = g * cache.inv_std[c]
+        assert cache.x is not None
+        dx = np.multiply(dout, (cache.gamma * cache.inv_std)[c])
+        if not param_grads:
+            return dx, None, None
+        x_hat = (cache.x - cache.mean[c]) * cache.inv_std[c]
     if not param_grads:
         return dx, None, None
-    return dx, (dout * cache.x_hat).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3))
+    return dx, (dout * x_hat).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3))
 
 
 # ---------------------------------------------------------------- softmax and the loss
@@ -434,3 +723,250 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     dlogits = np.exp(logp)
     dlogits[rows, labels] -= 1.0
     return float(loss), dlogits / n
+
+
+# ============================================ activations of modern CNNs, layer norm
+_SQRT1_2 = math.sqrt(0.5)  # 1/√2, torch's M_SQRT1_2
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)  # 1/√(2π), the normal density's constant
+# For |x| >= 40, φ(x) = exp(−x²/2)/√(2π) < exp(−800) rounds to 0 in float64, so clipping x
+# there changes no value of φ and keeps x² from overflowing for |x| > 1.3e154.
+_PDF_CLIP = 40.0
+
+
+def _special() -> Any:
+    import scipy.special  # deferred: `import npcam` loads no scipy (DESIGN.md)
+
+    return scipy.special
+
+
+# -------------------------------------------------------------------------------- ReLU6
+class ReLU6Cache(NamedTuple):
+    # The input: it is the previous node's output, kept by the trace anyway.
+    x: np.ndarray
+
+
+def relu6_forward(x: np.ndarray) -> tuple[np.ndarray, ReLU6Cache]:
+    r"""``out = min(max(x, 0), 6)``."""
+    return np.minimum(np.maximum(x, 0.0), 6.0), ReLU6Cache(x)
+
+
+def relu6_backward(dout: np.ndarray, cache: ReLU6Cache) -> np.ndarray:
+    r"""``dx = dout · [0 < x < 6]``: ReLU6'(0) = ReLU6'(6) = 0 (torch's hardtanh rule)."""
+    x = cache.x
+    return np.where((x > 0.0) & (x < 6.0), dout, 0.0)
+
+
+# -------------------------------------------------------------------------- Hardsigmoid
+class HardsigmoidCache(NamedTuple):
+    # x itself, not the output: for x = 3 − 2⁻⁵¹ (just below the kink) x + 3 rounds to 6,
+    # so the output is 1 although x < 3 and the derivative there is 1/6.
+    x: np.ndarray
+
+
+def hardsigmoid_forward(x: np.ndarray) -> tuple[np.ndarray, HardsigmoidCache]:
+    r"""``out = clip(x/6 + 1/2, 0, 1)``, computed as ``min(max(x + 3, 0), 6) / 6`` (torch's
+    order of operations, so the values are bit-identical to torch's)."""
+    return np.minimum(np.maximum(x + 3.0, 0.0), 6.0) / 6.0, HardsigmoidCache(x)
+
+
+def hardsigmoid_backward(dout: np.ndarray, cache: HardsigmoidCache) -> np.ndarray:
+    r"""``dx = dout / 6 · [−3 < x < 3]``: Hardsigmoid'(±3) = 0.
+
+    torch (2.14.1, float64) multiplies by ``float32(1/6)`` instead of 1/6, a relative
+    difference of 3.0e-8; npcam's value is the exact derivative.
+    """
+    x = cache.x
+    return np.where((x > -3.0) & (x < 3.0), dout / 6.0, 0.0)
+
+
+# ---------------------------------------------------------------------------- Hardswish
+class HardswishCache(NamedTuple):
+    x: np.ndarray
+
+
+def hardswish_forward(x: np.ndarray) -> tuple[np.ndarray, HardswishCache]:
+    r"""``out = x · clip(x/6 + 1/2, 0, 1) = x · ReLU6(x + 3) / 6``.
+
+    On x < 3 computed as torch does, ``x · min(max(x + 3, 0), 6) / 6`` in that order
+    (bit-identical); on x >= 3 the output is x itself, exactly, where torch's ``x·6/6``
+    may round by one unit in the last place and overflows for x > 3.0e307.
+    """
+    xs = np.minimum(x, 3.0)  # the formula only where it is used: no overflow for huge x
+    inner = xs * np.minimum(np.maximum(xs + 3.0, 0.0), 6.0) / 6.0
+    return np.where(x < 3.0, inner, x), HardswishCache(x)
+
+
+def hardswish_backward(dout: np.ndarray, cache: HardswishCache) -> np.ndarray:
+    r"""``dx = dout · Hardswish'(x)`` with
+
+    * ``Hardswish'(x) = 0`` for x <= −3 (Hardswish'(−3) = 0, torch's value),
+    * ``Hardswish'(x) = (2x + 3)/6``, computed as ``x/3 + 1/2`` (torch's form), for
+      −3 < x < 3,
+    * ``Hardswish'(x) = 1`` for x >= 3 (Hardswish'(3) = 1, torch's value).
+    """
+    x = cache.x
+    slope = np.where(x <= -3.0, 0.0, np.where(x < 3.0, x / 3.0 + 0.5, 1.0))
+    return dout * slope
+
+
+# ------------------------------------------------------------------------------ sigmoid
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    r"""``σ(x) = 1 / (1 + exp(−x))``, without overflow for any finite x and to full relative
+    precision in both tails (``scipy.special.expit``)."""
+    return np.asarray(_special().expit(x), dtype=np.float64)
+
+
+class SigmoidCache(NamedTuple):
+    x: np.ndarray
+    out: np.ndarray  # σ(x)
+
+
+def sigmoid_forward(x: np.ndarray) -> tuple[np.ndarray, SigmoidCache]:
+    r"""``out = σ(x) = 1 / (1 + exp(−x))`` (see :func:`sigmoid`)."""
+    out = sigmoid(x)
+    return out, SigmoidCache(x, out)
+
+
+def sigmoid_backward(dout: np.ndarray, cache: SigmoidCache) -> np.ndarray:
+    r"""``dx = dout · σ(x)(1 − σ(x))``.
+
+    ``1 − σ(x)`` is computed as ``σ(−x)`` (equal in exact arithmetic): for large x the
+    subtraction would cancel (to 0 beyond x ≈ 37) where ``σ(−x)`` keeps every digit.
+    """
+    return dout * cache.out * sigmoid(-cache.x)
+
+
+# --------------------------------------------------------------------------------- SiLU
+class SiLUCache(NamedTuple):
+    x: np.ndarray
+    sig: np.ndarray  # σ(x)
+
+
+def silu_forward(x: np.ndarray) -> tuple[np.ndarray, SiLUCache]:
+    r"""``out = x · σ(x)`` (SiLU, also called swish)."""
+    sig = sigmoid(x)
+    return x * sig, SiLUCache(x, sig)
+
+
+def silu_backward(dout: np.ndarray, cache: SiLUCache) -> np.ndarray:
+    r"""``dx = dout · σ(x)(1 + x(1 − σ(x)))`` (product rule: σ + x·σ(1 − σ)), with
+    ``1 − σ(x)`` computed as ``σ(−x)``. SiLU'(0) = 1/2."""
+    x = cache.x
+    return dout * cache.sig * (1.0 + x * sigmoid(-x))
+
+
+# --------------------------------------------------------------------------------- GELU
+class GELUCache(NamedTuple):
+    x: np.ndarray
+    cdf: np.ndarray  # Φ(x)
+
+
+def gelu_forward(x: np.ndarray) -> tuple[np.ndarray, GELUCache]:
+    r"""``out = x · Φ(x)``, the exact GELU (torch's ``approximate="none"``), Φ the standard
+    normal CDF.
+
+    ``Φ(x) = (1 + erf(x/√2))/2`` is computed as ``erfc(−x/√2)/2`` (the same function):
+    for x ≪ 0 the sum ``1 + erf`` cancels (to 0 below x ≈ −8.3) where ``erfc`` keeps full
+    relative precision.
+    """
+    cdf = 0.5 * _special().erfc(-x * _SQRT1_2)
+    return x * cdf, GELUCache(x, cdf)
+
+
+def gelu_backward(dout: np.ndarray, cache: GELUCache) -> np.ndarray:
+    r"""``dx = dout · (Φ(x) + x·φ(x))`` with ``φ(x) = exp(−x²/2)/√(2π)``. GELU'(0) = 1/2."""
+    x = cache.x
+    xc = np.clip(x, -_PDF_CLIP, _PDF_CLIP)
+    pdf = np.exp(-0.5 * xc * xc) * _INV_SQRT_2PI
+    return dout * (cache.cdf + x * pdf)
+
+
+# --------------------------------------------------------------------------- LayerNorm
+def normalized_size(normalized_shape: Any) -> int:
+    """The size C of the one normalised (last) axis, from an int or a 1-element tuple or
+    list (torch's ``normalized_shape``); longer shapes are refused with a ``ValueError``
+    (npcam normalises over the last axis only)."""
+    shape = normalized_shape
+    if isinstance(shape, Sequence) and not isinstance(shape, (str, bytes)):
+        if len(shape) != 1:
+            raise ValueError(
+                "normalized_shape must be an int or a 1-tuple (npcam's LayerNorm normalises "
+                f"over the last axis only), got {tuple(shape)!r}."
+            )
+        shape = shape[0]
+    if isinstance(shape, (bool, np.bool_)) or not isinstance(shape, (int, np.integer)):
+        raise TypeError(
+            f"normalized_shape must be an int or a 1-tuple of an int, got {normalized_shape!r}."
+        )
+    if shape < 1:
+        raise ValueError(f"normalized_shape must be a positive int, got {int(shape)}.")
+    return int(shape)
+
+
+class LayerNormCache(NamedTuple):
+    x_hat: np.ndarray  # (x − μ)/σ per position, the shape of x
+    inv_std: np.ndarray  # 1/σ = 1/sqrt(var + eps), shape x.shape[:-1] + (1,)
+    weight: np.ndarray | None  # γ (C,), or None (no affine scale)
+    has_bias: bool
+
+
+def layer_norm_forward(
+    x: np.ndarray,
+    normalized_shape: int | Sequence[int],
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, LayerNormCache]:
+    r"""Layer normalisation over the last axis: ``y = γ · (x − μ)/sqrt(σ² + ε) + β``.
+
+    The arguments are those of ``torch.nn.functional.layer_norm(x, [C], weight, bias, eps)``
+    with ``normalized_shape`` C or ``[C]``, the size of the last axis of x (any rank >= 1).
+    μ and σ² are the mean and the *biased* variance of the C values at each position
+    (every index of the leading axes): per-sample statistics, in training and evaluation
+    alike. ``weight`` γ and ``bias`` β have shape (C,); None leaves that part of the
+    affine map out. The output is computed in torch's order, ``x̂ · γ + β`` with
+    ``x̂ = (x − μ) · (1/σ)``.
+    """
+    c = normalized_size(normalized_shape)
+    if x.ndim < 1 or x.shape[-1] != c:
+        raise ValueError(
+            f"x must have normalized_shape {(c,)} as its last axis, got shape {x.shape}."
+        )
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != (c,):
+            raise ValueError(f"{name} must have shape {(c,)}, got {p.shape}.")
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    var = np.mean(centred * centred, axis=-1, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    x_hat = centred * inv_std
+    y = x_hat * weight if weight is not None else x_hat.copy()
+    if bias is not None:
+        y += bias
+    return y, LayerNormCache(x_hat, inv_std, weight, bias is not None)
+
+
+def layer_norm_backward(
+    dout: np.ndarray, cache: LayerNormCache, param_grads: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    r"""Gradients ``(dx, dγ, dβ)`` of layer normalisation; dγ (dβ) is None unless
+    ``param_grads`` and the forward had a weight (bias).
+
+    ``∂L/∂β = Σ dout`` and ``∂L/∂γ = Σ dout · x̂``, summed over every leading axis. With
+    ``g = γ · dout`` the gradient w.r.t. x̂, and μ, σ depending on all C values of their
+    position (``∂μ/∂x_j = 1/C``, ``∂σ²/∂x_j = 2(x_j − μ)/C``), the three paths collect
+    into the batch-norm formula with the means taken over the last axis::
+
+        dx = (g − mean_C(g) − x̂ · mean_C(g · x̂)) / σ
+    """
+    x_hat, inv_std = cache.x_hat, cache.inv_std
+    g = dout * cache.weight if cache.weight is not None else dout
+    g_mean = g.mean(axis=-1, keepdims=True)
+    gx_mean = (g * x_hat).mean(axis=-1, keepdims=True)
+    dx = (g - g_mean - x_hat * gx_mean) * inv_std
+    if not param_grads:
+        return dx, None, None
+    c = x_hat.shape[-1]
+    dweight = (dout * x_hat).reshape(-1, c).sum(axis=0) if cache.weight is not None else None
+    dbias = dout.reshape(-1, c).sum(axis=0) if cache.has_bias else None
+    return dx, dweight, dbias

@@ -30,6 +30,8 @@ from . import _conv, functional
 from .trace import RELU_RULES
 
 __all__ = [
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
     "BatchNorm2d",
     "Conv2d",
     "Dropout",
@@ -55,14 +57,25 @@ def _rng(rng: RngLike | bool) -> np.random.Generator | None:
     raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {describe(rng)}.")
 
 
-def _kaiming_uniform(rng: np.random.Generator | None, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+class _Initial:
+    """A layer's initial parameter values, assigned without the check and copy that
+    assigning user arrays gets (zeros for ``rng=False`` stay lazily mapped pages: a layer
+    about to be loaded from a file touches no memory for them)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+
+def _kaiming_uniform(rng: np.random.Generator | None, shape: tuple[int, ...], fan_in: int) -> Any:
     # PyTorch's default: kaiming_uniform_(a=√5) gives bound gain·sqrt(3/fan_in) with
     # gain = sqrt(2/(1 + a²)) = sqrt(1/3), i.e. bound = 1/sqrt(fan_in); the bias uses the
     # same bound. Same distribution as torch, not the same numbers.
     if rng is None:
-        return np.zeros(shape)
+        return _Initial(np.zeros(shape))
     bound = 1.0 / np.sqrt(fan_in)
-    return rng.uniform(-bound, bound, size=shape)
+    return _Initial(rng.uniform(-bound, bound, size=shape))
 
 
 class Layer:
@@ -105,7 +118,10 @@ class Layer:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in type(self).param_names or name in type(self).buffer_names:
-            value = self._checked_parameter(name, value)
+            if isinstance(value, _Initial):
+                value = value.array  # the layer's own initial values: no check, no copy
+            else:
+                value = self._checked_parameter(name, value)
         object.__setattr__(self, name, value)
 
     def _checked_parameter(self, name: str, value: Any) -> Any:
@@ -220,10 +236,35 @@ def _param_grads(weight: np.ndarray | None, bias: np.ndarray | None) -> dict[str
 
 
 class Conv2d(Layer):
-    r"""2-D convolution, ``out = W ⋆ x + b`` (see :func:`npcam.nn.functional.conv2d_forward`).
+    r"""2-D convolution (cross-correlation), optionally grouped, as ``torch.nn.Conv2d``.
 
-    ``weight`` (C_out, C_in, kH, kW), ``bias`` (C_out,) or None. ``rng`` seeds PyTorch's
-    default initialisation; ``rng=False`` leaves the parameters zero (to be loaded).
+    With G = ``groups``, the C_in input and C_out output channels are split into G groups
+    and output channel f (in group ``g = f // (C_out/G)``) sees only its group's inputs::
+
+        out[n, f, h, w] = b[f] + Σ_{c',i,j} W[f, c', i, j] · x_pad[n, g·C_in/G + c', s_h·h + i, s_w·w + j]
+
+    (x zero-padded by ``padding``; see :func:`npcam.nn.functional.conv2d_forward`).
+    ``groups = in_channels = out_channels`` is depthwise convolution.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channel counts, both divisible by ``groups``.
+    kernel_size, stride, padding : int or (int, int)
+        Per axis (rows, columns); asymmetric kernels and paddings allowed.
+    bias : bool
+        Whether the layer has a bias.
+    groups : int
+        Number of channel groups (1: every output sees every input).
+    rng : numpy.random.Generator, int, None or False
+        Seeds PyTorch's default initialisation, ``U(±1/sqrt(fan_in))`` with
+        ``fan_in = (C_in/G)·kH·kW``; ``False`` leaves the parameters zero (to be loaded).
+
+    Attributes
+    ----------
+    weight : ndarray, (C_out, C_in/G, kH, kW)
+        torch's layout.
+    bias : ndarray (C_out,) or None
     """
 
     param_names = ("weight", "bias")
@@ -236,6 +277,7 @@ class Conv2d(Layer):
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] = 0,
         bias: bool = True,
+        groups: int = 1,
         rng: RngLike | bool = None,
     ) -> None:
         super().__init__()
@@ -246,11 +288,18 @@ class Conv2d(Layer):
         self.padding = _bounded_pair("padding", padding, MAX_KERNEL_SIZE, minimum=0)
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be a bool, got {describe(bias)}.")
+        self.groups = _bounded("groups", groups, MAX_CHANNELS)
+        for name, count in (("in_channels", self.in_channels), ("out_channels", self.out_channels)):
+            if count % self.groups:
+                raise ValueError(
+                    f"{name} must be divisible by groups = {self.groups}, got {name} = {count}."
+                )
         kh, kw = self.kernel_size
-        fan_in = self.in_channels * kh * kw
+        fan_in = self.in_channels // self.groups * kh * kw
         _check_parameter_count("Conv2d", self.out_channels * fan_in)
         gen = _rng(rng)
-        self.weight = _kaiming_uniform(gen, (self.out_channels, self.in_channels, kh, kw), fan_in)
+        self.weight = _kaiming_uniform(
+            gen, (self.out_channels, self.in_channels // self.groups, kh, kw), fan_in)
         self.bias: np.ndarray | None = (
             _kaiming_uniform(gen, (self.out_channels,), fan_in) if bias else None
         )
@@ -264,11 +313,12 @@ class Conv2d(Layer):
             "stride": list(self.stride),
             "padding": list(self.padding),
             "bias": self.bias is not None,
+            "groups": self.groups,
         }
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         return {
-            "weight": (self.out_channels, self.in_channels, *self.kernel_size),
+            "weight": (self.out_channels, self.in_channels // self.groups, *self.kernel_size),
             "bias": (self.out_channels,),
         }
 
@@ -284,7 +334,7 @@ class Conv2d(Layer):
                 f"the input of Conv2d is too small: spatial size {x.shape[2:]} with "
                 f"kernel {self.kernel_size} and padding {self.padding} leaves no output."
             )
-        return _conv.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding)
+        return _conv.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding, self.groups)
 
     def _backward(self, dout, cache, relu_rule, param_grads):
         dx, dw, db = _conv.conv2d_backward(dout, cache, param_grads)
@@ -292,10 +342,24 @@ class Conv2d(Layer):
 
 
 class Linear(Layer):
-    r"""Fully connected layer ``y = x Wᵀ + b``; ``weight`` (out, in), ``bias`` (out,).
+    r"""Fully connected layer on the last axis, ``y = x Wᵀ + b``, as ``torch.nn.Linear``.
 
-    ``rng`` seeds PyTorch's default initialisation; ``rng=False`` leaves the parameters
-    zero (to be loaded).
+    x (N, ..., in) -> y (N, ..., out): ``y[..., o] = Σ_i x[..., i] W[o, i] + b[o]`` for
+    every leading index (e.g. every position of ConvNeXt's (N, H, W, C) maps); the
+    parameter gradients sum over all of them.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    rng : numpy.random.Generator, int, None or False
+        Seeds PyTorch's default initialisation, ``U(±1/sqrt(in_features))``; ``False``
+        leaves the parameters zero (to be loaded).
+
+    Attributes
+    ----------
+    weight : ndarray, (out_features, in_features)
+    bias : ndarray (out_features,) or None
     """
 
     param_names = ("weight", "bias")
@@ -327,10 +391,14 @@ class Linear(Layer):
         return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
-        self._check_shape(x, 2)
-        if x.shape[1] != self.in_features:
+        if x.ndim < 2:
             raise ValueError(
-                f"the input of Linear must have {self.in_features} features (axis 1), "
+                "the input of Linear must be an array (N, ..., in_features) of at least 2 "
+                f"dimensions, got {x.ndim}-D with shape {x.shape}."
+            )
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"the input of Linear must have {self.in_features} features (axis {x.ndim - 1}), "
                 f"got shape {x.shape}."
             )
         return functional.linear_forward(x, self.weight, self.bias)
@@ -351,33 +419,177 @@ class ReLU(Layer):
         return functional.relu_backward(dout, cache, relu_rule), {}
 
 
-class MaxPool2d(Layer):
-    """Max pooling over kH×kW windows with the given stride (default: the kernel size),
-    no padding; ties go to the first maximum in row-major order."""
+def _pool_arguments(
+    layer: str, kernel_size: Any, stride: Any, padding: Any, ceil_mode: Any
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], bool]:
+    kernel = _bounded_pair("kernel_size", kernel_size, MAX_KERNEL_SIZE)
+    step = kernel if stride is None else _bounded_pair("stride", stride, MAX_KERNEL_SIZE)
+    pad = _bounded_pair("padding", padding, MAX_KERNEL_SIZE, minimum=0)
+    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
+        raise ValueError(
+            f"padding of {layer} must be at most half the kernel size (padding <= kernel_size // 2, "
+            f"as torch requires), got padding {pad} with kernel_size {kernel}."
+        )
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode must be a bool, got {describe(ceil_mode)}.")
+    return kernel, step, pad, bool(ceil_mode)
+
+
+class _Pool2d(Layer):
+    """What MaxPool2d and AvgPool2d share: arguments, output size, the input check."""
+
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    ceil_mode: bool
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """``(H_out, W_out)`` by :func:`npcam.nn.functional.pool_output_size`."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (functional.pool_output_size(h, kh, sh, ph, self.ceil_mode),
+                functional.pool_output_size(w, kw, sw, pw, self.ceil_mode))
+
+    def _check_input(self, x: np.ndarray) -> None:
+        self._check_shape(x, 4)
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
+            raise ValueError(
+                f"the input of {type(self).__name__} must be at least as large as the kernel "
+                f"{self.kernel_size} (with padding {self.padding}), got spatial size {x.shape[2:]}."
+            )
+
+
+class MaxPool2d(_Pool2d):
+    r"""Max pooling over kH×kW windows, as ``torch.nn.MaxPool2d`` (dilation 1).
+
+    ``out[n, c, h, w] = max_{i,j} x_pad[n, c, s_h·h + i, s_w·w + j]`` with x padded by −inf
+    (see :func:`npcam.nn.functional.max_pool2d_forward`). Output size per axis
+    ``floor((n + 2p − k)/s) + 1``, or in ceil mode ``ceil(...) + 1`` minus one if the last
+    window would start at or beyond ``n + p``. Ties go to the first maximum in row-major
+    order; padding never wins, so no gradient reaches it.
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+    stride : int, (int, int) or None
+        None (the default): the kernel size.
+    padding : int or (int, int)
+        At most ``kernel_size // 2`` per axis, as torch requires.
+    ceil_mode : bool
+        Round the output size up (torch's rule above).
+    """
 
     def __init__(
-        self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        ceil_mode: bool = False,
     ) -> None:
         super().__init__()
-        self.kernel_size = _bounded_pair("kernel_size", kernel_size, MAX_KERNEL_SIZE)
-        self.stride = (
-            self.kernel_size if stride is None else _bounded_pair("stride", stride, MAX_KERNEL_SIZE)
-        )
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = _pool_arguments(
+            "MaxPool2d", kernel_size, stride, padding, ceil_mode)
 
     def config(self) -> dict[str, Any]:
-        return {"type": "MaxPool2d", "kernel_size": list(self.kernel_size), "stride": list(self.stride)}
+        return {"type": "MaxPool2d", "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "ceil_mode": self.ceil_mode}
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
-        self._check_shape(x, 4)
-        if x.shape[2] < self.kernel_size[0] or x.shape[3] < self.kernel_size[1]:
-            raise ValueError(
-                f"the input of MaxPool2d must be at least as large as the kernel "
-                f"{self.kernel_size}, got spatial size {x.shape[2:]}."
-            )
-        return functional.max_pool2d_forward(x, self.kernel_size, self.stride)
+        self._check_input(x)
+        return functional.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
 
     def _backward(self, dout, cache, relu_rule, param_grads):
         return functional.max_pool2d_backward(dout, cache), {}
+
+
+class AvgPool2d(_Pool2d):
+    r"""Average pooling over kH×kW windows, as ``torch.nn.AvgPool2d`` (no divisor override).
+
+    ``out[n, c, h, w] = (1/d[h, w]) Σ_{i,j} x_pad[n, c, s_h·h + i, s_w·w + j]`` with x
+    zero-padded; ``d = kH·kW`` with ``count_include_pad`` (but a ceil-mode overhang beyond
+    the padding is not counted), else the number of real inputs in the window (see
+    :func:`npcam.nn.functional.avg_pool2d_forward`). Output size as :class:`MaxPool2d`.
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+    stride : int, (int, int) or None
+        None (the default): the kernel size.
+    padding : int or (int, int)
+        At most ``kernel_size // 2`` per axis, as torch requires.
+    ceil_mode : bool
+        Round the output size up (torch's rule).
+    count_include_pad : bool
+        Count the zero padding in the divisor.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+    ) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = _pool_arguments(
+            "AvgPool2d", kernel_size, stride, padding, ceil_mode)
+        if not isinstance(count_include_pad, (bool, np.bool_)):
+            raise TypeError(f"count_include_pad must be a bool, got {describe(count_include_pad)}.")
+        self.count_include_pad = bool(count_include_pad)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "AvgPool2d", "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "ceil_mode": self.ceil_mode,
+                "count_include_pad": self.count_include_pad}
+
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        self._check_input(x)
+        return functional.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                             self.count_include_pad)
+
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        return functional.avg_pool2d_backward(dout, cache), {}
+
+
+class AdaptiveAvgPool2d(Layer):
+    r"""Adaptive average pooling to a fixed output size, as ``torch.nn.AdaptiveAvgPool2d``.
+
+    (N, C, H, W) -> (N, C, oh, ow): ``out[n, c, i, j]`` is the mean of x over rows
+    ``[floor(i·H/oh), ceil((i+1)·H/oh))`` and columns ``[floor(j·W/ow), ceil((j+1)·W/ow))``
+    — windows that overlap when oh does not divide H and repeat inputs when oh > H.
+    Separable: ``out[n, c] = P_h · x[n, c] · P_wᵀ`` (see
+    :func:`npcam.nn.functional.adaptive_avg_pool2d_forward`). The output stays 4-D;
+    :class:`GlobalAvgPool2d` is the (N, K) special case ``output_size = 1`` + flatten.
+
+    Parameters
+    ----------
+    output_size : int or (int or None, int or None)
+        ``(oh, ow)``; None keeps that axis's input size, as torch.
+    """
+
+    def __init__(self, output_size: int | tuple[int | None, int | None]) -> None:
+        super().__init__()
+        if isinstance(output_size, (tuple, list)):
+            if len(output_size) != 2:
+                raise ValueError(f"output_size must be an int or a pair, got {output_size!r}.")
+            size = tuple(None if v is None else _bounded("output_size", v, MAX_CHANNELS) for v in output_size)
+        else:
+            v = _bounded("output_size", output_size, MAX_CHANNELS)
+            size = (v, v)
+        self.output_size: tuple[int | None, int | None] = (size[0], size[1])
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "AdaptiveAvgPool2d", "output_size": list(self.output_size)}
+
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        self._check_shape(x, 4)
+        oh, ow = self.output_size
+        size = (x.shape[2] if oh is None else oh, x.shape[3] if ow is None else ow)
+        return functional.adaptive_avg_pool2d_forward(x, size)
+
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        return functional.adaptive_avg_pool2d_backward(dout, cache), {}
 
 
 class GlobalAvgPool2d(Layer):
@@ -393,10 +605,26 @@ class GlobalAvgPool2d(Layer):
 
 
 class Flatten(Layer):
-    """(N, d1, d2, ...) -> (N, d1·d2·...), C order as ``torch.flatten(x, 1)``; the
-    identity on (N, K)."""
+    """``torch.flatten(x, start_dim)``: the axes from ``start_dim`` on merged into one, in
+    C order. The default (N, d1, d2, ...) -> (N, d1·d2·...) is the identity on (N, K)."""
+
+    def __init__(self, start_dim: int = 1) -> None:
+        super().__init__()
+        self.start_dim = as_positive_int("start_dim", start_dim)
+
+    def config(self) -> dict[str, Any]:
+        if self.start_dim == 1:
+            return {"type": "Flatten"}
+        return {"type": "Flatten", "start_dim": self.start_dim}
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        if self.start_dim != 1:
+            if x.ndim <= self.start_dim:
+                raise ValueError(
+                    f"the input of Flatten(start_dim={self.start_dim}) needs more than "
+                    f"{self.start_dim} axes, got shape {x.shape}."
+                )
+            return x.reshape(*x.shape[: self.start_dim], -1), x.shape
         if x.ndim not in (2, 3, 4):
             raise ValueError(
                 f"the input of Flatten must be a 2-, 3- or 4-D array, got {x.ndim}-D with shape {x.shape}."

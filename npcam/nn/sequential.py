@@ -13,25 +13,20 @@ and keep the last trace in ``model.activations`` / ``model.gradients``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from .._validate import MAX_NODES, as_float_array, describe
+from ._model import IncompatibleKeys, ModelBase, load_state
 from .layers import Layer
-from .trace import RELU_RULES, VJP, FrozenMapping, Trace, all_finite
+from .trace import GUIDED_RELUS, RELU_RULES, VJP, FrozenMapping, Trace, all_finite
 
 __all__ = ["IncompatibleKeys", "Sequential"]
 
 
-class IncompatibleKeys(NamedTuple):
-    missing_keys: list[str]
-    unexpected_keys: list[str]
-
-
-class Sequential:
+class Sequential(ModelBase):
     """Layers applied in order. ``Sequential(a, b, c)`` names them "0", "1", "2";
     ``Sequential(features=..., classifier=...)`` uses the keywords; a single ``dict`` of
     name → layer gives any names. Containers nest; leaf names are dotted paths. One layer
@@ -69,12 +64,7 @@ class Sequential:
                 raise TypeError(f"layer {name!r} must be an npcam layer, got {describe(layer)}.")
             self.children[name] = layer
         self.training = False
-        self.trace: Trace | None = None
-        self.activations: dict[str, np.ndarray] = {}
-        self.gradients: dict[str, np.ndarray] = {}
-        self.param_gradients: dict[str, np.ndarray] = {}
-        self.input: np.ndarray | None = None
-        self.input_gradient: np.ndarray | None = None
+        self._reset_convenience()
         if len(self.named_layers()) > MAX_NODES:
             raise ValueError(f"Sequential may hold at most MAX_NODES = {MAX_NODES} layers.")
 
@@ -274,6 +264,7 @@ class Sequential:
         relu_rule: str = "standard",
         param_grads: bool = False,
         record: bool = False,
+        guided_relus: str = "all",
     ) -> VJP:
         """Backpropagate ``cotangent`` = ∂L/∂(model output) through ``trace``.
 
@@ -282,6 +273,9 @@ class Sequential:
         "deconvnet"); ``param_grads`` also computes the parameter gradients (explanations
         need input gradients only, and skipping dW saves about a third of the work);
         ``record`` keeps the gradient w.r.t. every visited layer's output.
+        ``guided_relus`` ("all" or "modules") says which ReLUs the guided and deconvnet
+        rules apply to in a :class:`~npcam.nn.Graph`; in a chain every ReLU is a layer, so
+        both values mean every ReLU layer.
 
         Raises ``ValueError`` when the backward pass overflows to NaN or ±inf, naming the
         first layer (in backward order) whose gradient is not finite.
@@ -291,6 +285,8 @@ class Sequential:
         stop = -1 if to is None else self.leaf_index(to)
         if relu_rule not in RELU_RULES:
             raise ValueError(f"relu_rule must be one of {RELU_RULES}, got {relu_rule!r}.")
+        if guided_relus not in GUIDED_RELUS:
+            raise ValueError(f"guided_relus must be one of {GUIDED_RELUS}, got {guided_relus!r}.")
         g = as_float_array("cotangent", cotangent, finite=True)
         if g.shape != trace.output.shape:
             raise ValueError(
@@ -326,65 +322,10 @@ class Sequential:
             }
         return VJP(g, param_out, node_grads if record else None)
 
-    # -- the student-facing convenience --------------------------------------------------
-    def forward(self, x: Any) -> np.ndarray:
-        """Run the model; keep the trace in ``trace`` and every layer's output in
-        ``activations``; return the logits."""
-        trace = self.run(x)
-        self._keep(trace)
-        return trace.output
-
-    def __call__(self, x: Any) -> np.ndarray:
-        return self.forward(x)
-
-    def forward_from(self, name: str, output: Any) -> np.ndarray:
-        """The network's output when layer ``name``'s output is replaced by ``output``
-        (:meth:`run_from` on the trace ``forward`` kept, which it replaces, so that
-        ``backward(..., to=name)`` afterwards differentiates this new evaluation)."""
-        if self.trace is None:
-            raise RuntimeError("forward_from called before forward.")
-        trace = self.run_from(self.trace, name, as_float_array("output", output, finite=True))
-        self._keep(trace)
-        return trace.output
-
-    def _keep(self, trace: Trace) -> None:
-        self.trace = trace
-        self.input = trace.input
-        self.activations = dict(trace.activations)
-        self.gradients = {}
-        self.input_gradient = None
-
-    def backward(
-        self,
-        cotangent: Any,
-        to: str | None = None,
-        relu_rule: str = "standard",
-        param_grads: bool = True,
-        record: bool = False,
-    ) -> np.ndarray:
-        """:meth:`vjp` on the trace of the last ``forward``; returns its ``grad`` and keeps
-        the parameter gradients in ``param_gradients`` and, with ``record``, the layer
-        gradients in ``gradients``."""
-        if self.trace is None:
-            raise RuntimeError("backward called before forward.")
-        out = self.vjp(self.trace, cotangent, to, relu_rule, param_grads, record)
-        if out.param_grads is not None:
-            self.param_gradients = out.param_grads
-        if out.node_grads is not None:
-            self.gradients = out.node_grads
-            if to is None:
-                self.input_gradient = out.grad
-        return out.grad
-
     # -- parameters --------------------------------------------------------------------
     def named_parameters(self) -> list[tuple[str, np.ndarray]]:
         """Trainable parameters with their state_dict names, in order."""
         return [(f"{n}.{p}", a) for n, leaf in self.named_layers() for p, a in leaf.params().items()]
-
-    def named_grads(self) -> dict[str, np.ndarray]:
-        """Parameter gradients from the last ``backward(..., param_grads=True)``, keyed like
-        ``state_dict`` (empty before one)."""
-        return dict(self.param_gradients)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of all parameters and buffers, keyed exactly as PyTorch names them."""
@@ -404,49 +345,11 @@ class Sequential:
         the common keys load and the rest are returned. Shapes must match exactly and
         values be finite. Nothing is assigned unless everything checks out.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping of name -> array, got {describe(state_dict)}.")
-        own = self.state_dict()
-        # Keys like __architecture__ / __metadata__ describe the file, not the weights.
-        given = {k for k in state_dict if not (k.startswith("__") and k.endswith("__"))}
-        missing = [k for k in own if k not in given]
-        unexpected = sorted(k for k in given if k not in own)
-        if strict and (missing or unexpected):
-            raise ValueError(
-                "state_dict does not match the model: "
-                f"missing keys {missing or 'none'}, unexpected keys {unexpected or 'none'}."
-            )
-        new: dict[str, np.ndarray] = {}
-        for key in own:
-            if key not in given:
-                continue
-            value = state_dict[key]
-            if hasattr(value, "detach"):  # a torch tensor: leave autograd (and bfloat16) before NumPy
-                value = value.detach().cpu()
-                value = (value.double() if value.is_floating_point() else value).numpy()
-            if key.endswith("num_batches_tracked"):
-                arr = np.asarray(value)
-                if arr.shape != () or arr.dtype.kind not in "iu":
-                    raise ValueError(f"state_dict[{key!r}] must be an integer scalar, got {describe(arr)}.")
-                new[key] = arr.astype(np.int64)
-                continue
-            arr = as_float_array(f"state_dict[{key!r}]", value, finite=True)
-            if arr.shape != own[key].shape:
-                raise ValueError(
-                    f"state_dict[{key!r}] must have shape {own[key].shape}, got {arr.shape}."
-                )
-            new[key] = np.array(arr, dtype=np.float64, copy=True)
         leaves = dict(self.named_layers())
-        for key, arr in new.items():
-            layer_name, attr = key.rsplit(".", 1)
-            setattr(leaves[layer_name], attr, arr)
-        return IncompatibleKeys(missing, unexpected)
-
-    def save(self, path: str | os.PathLike) -> str:
-        """Write the weights and the architecture (as JSON text) to an ``.npz`` file;
-        returns the path written (``.npz`` is appended when missing, as NumPy does)."""
-        from .io import save_model
-
-        return save_model(self, path)
-
-
+        own = {  # references, not copies: only the shapes are read
+            f"{name}.{key}": value
+            for name, leaf in self.named_layers()
+            for key, value in {**leaf.params(), **leaf.buffers()}.items()
+        }
+        targets = {key: (leaves[key.rsplit(".", 1)[0]], key.rsplit(".", 1)[1]) for key in own}
+        return load_state(targets, own, state_dict, strict)

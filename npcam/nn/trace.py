@@ -22,11 +22,17 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["RELU_RULES", "FrozenMapping", "Model", "Trace", "VJP"]
+__all__ = ["GUIDED_RELUS", "RELU_RULES", "FrozenMapping", "Model", "Trace", "VJP"]
 
 #: The three ReLU backward rules (DESIGN.md): standard ``dx = dy·[x>0]``, guided
 #: ``dx = dy·[x>0]·[dy>0]`` (Springenberg et al.), deconvnet ``dx = dy·[dy>0]``.
 RELU_RULES = ("standard", "guided", "deconvnet")
+
+#: Which ReLUs the guided/deconvnet rules apply to: "all" (every ReLU node, module or
+#: function, the default) or "modules" (only ReLUs from an ``nn.ReLU`` module, as captum's
+#: ``GuidedBackprop`` and pytorch-grad-cam do; torch code's ``F.relu`` calls then keep
+#: the standard rule).
+GUIDED_RELUS = ("all", "modules")
 
 
 class FrozenMapping(Mapping[str, Any]):
@@ -126,6 +132,7 @@ class Model(Protocol):
         relu_rule: str = "standard",
         param_grads: bool = False,
         record: bool = False,
+        guided_relus: str = "all",
     ) -> VJP: ...
 
     def run_from(self, trace: Trace, name: str, value: Any) -> Trace: ...

@@ -121,7 +121,9 @@ def test_state_dict_with_architecture(arch, check):
     check("logits (from_torch)", net.forward(arch.x), _logits(arch.tnet, arch.x))
 
 
-def test_custom_module_needs_architecture(check):
+def test_custom_module_is_traced_or_loaded_into_an_architecture(check):
+    """A module with its own forward is traced with torch.fx into a Graph equal to torch;
+    with ``architecture=`` its state_dict is loaded into the given npcam model instead."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -132,8 +134,12 @@ def test_custom_module_needs_architecture(check):
             return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
     tnet = Net().double().eval()
-    with pytest.raises(ValueError, match=r"torch\.nn\.Sequential.*got Net.*architecture="):
-        from_torch(tnet)
+    x = np.random.default_rng(4).standard_normal((2, 1, 6, 7))
+    graph = from_torch(tnet)
+    assert isinstance(graph, npcam.Graph)
+    assert [n for n, _ in graph.named_nodes()] == ["conv", "relu", "mean", "fc"]
+    assert not graph.node("relu").from_module  # torch.relu is a function
+    check("logits (from_torch)", graph.run(x).output, _logits(tnet, x))
     arch = npcam.Sequential(OrderedDict(
         conv=npcam.Conv2d(1, 2, 3), relu=npcam.ReLU(), gap=npcam.GlobalAvgPool2d(), fc=npcam.Linear(2, 2)
     ))
@@ -141,32 +147,27 @@ def test_custom_module_needs_architecture(check):
         from_torch(tnet, architecture=npcam.Sequential(npcam.Conv2d(1, 2, 3)))
     net = from_torch(tnet, architecture=arch)
     assert net is arch
-    x = np.random.default_rng(4).standard_normal((2, 1, 6, 7))
     check("logits (from_torch)", net.forward(x), _logits(tnet, x))
 
 
 def test_not_a_module():
     with pytest.raises(TypeError, match="torch.nn.Module or a state_dict"):
         from_torch([nn.ReLU()])
+    with pytest.raises(ValueError, match="dtype must be numpy.float64 or numpy.float32"):
+        from_torch(nn.Sequential(nn.ReLU()), dtype=np.int32)
 
 
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
         (lambda: nn.Conv2d(4, 4, 3, dilation=2), r"dilation=\(2, 2\)"),
-        (lambda: nn.Conv2d(4, 4, 3, groups=2), "groups=2"),
         (lambda: nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), "padding_mode='reflect'"),
         (lambda: nn.Conv2d(4, 4, 2, padding="same"), "padding='same' with kernel_size"),
-        (lambda: nn.AvgPool2d(2), "not supported by from_torch"),
-        (lambda: nn.Sigmoid(), "not supported by from_torch"),
-        (lambda: nn.MaxPool2d(2, padding=1), "padding=1"),
-        (lambda: nn.MaxPool2d(2, ceil_mode=True), "ceil_mode=True"),
         (lambda: nn.MaxPool2d(2, dilation=2), "dilation=2"),
-        (lambda: nn.AdaptiveAvgPool2d(2), "output_size=2"),
         (lambda: nn.BatchNorm2d(4, affine=False), "affine=False"),
         (lambda: nn.BatchNorm2d(4, track_running_stats=False), "track_running_stats=False"),
-        (lambda: nn.BatchNorm2d(4, momentum=None), "momentum=None"),
-        (lambda: nn.LeakyReLU(), "LeakyReLU"),
+        (lambda: nn.LeakyReLU(), "LeakyReLU.*nearest supported activation is ReLU"),
+        (lambda: nn.GELU(approximate="tanh"), "approximate='tanh'"),
     ],
 )
 def test_unsupported_layers_are_named(bad, message):
@@ -177,31 +178,62 @@ def test_unsupported_layers_are_named(bad, message):
     ))
     with pytest.raises(ValueError, match=message) as info:
         from_torch(tnet)
-    assert f"layer 'features.1' ({type(layer).__name__})" in str(info.value)
+    assert f"module 'features.1' ({type(layer).__name__})" in str(info.value)
+    assert "fx node 'features_1'" in str(info.value)
 
 
-def test_structural_refusals():
-    with pytest.raises(ValueError, match=r"layer 'pool' \(AdaptiveAvgPool2d\) must be followed by Flatten"):
-        from_torch(nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3), pool=nn.AdaptiveAvgPool2d(1))))
-    with pytest.raises(ValueError, match="followed by Conv2d"):
-        from_torch(
-            nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Conv2d(4, 2, 1), nn.Flatten())
-        )
-    with pytest.raises(ValueError, match=r"layer '1' \(Flatten\).*start_dim=2"):
-        from_torch(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(start_dim=2)))
-    with pytest.raises(ValueError, match=r"layer '2' \(Softmax\).*score='softmax'"):
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: nn.Conv2d(4, 4, 3, groups=2, padding=1),
+        lambda: nn.AvgPool2d(3, 1, 1),
+        lambda: nn.Sigmoid(),
+        lambda: nn.MaxPool2d(2, padding=1),
+        lambda: nn.MaxPool2d(2, ceil_mode=True),
+        lambda: nn.BatchNorm2d(4, momentum=None),
+    ],
+)
+def test_layers_refused_in_0_2_convert_now(layer, check):
+    """Grouped conv, average pooling, sigmoid, padded and ceil-mode max-pooling convert
+    layer for layer into a Sequential that equals torch."""
+    torch.manual_seed(0)
+    tnet = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), layer(), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 2)).double().eval()
+    net = from_torch(tnet)
+    assert isinstance(net, npcam.Sequential)
+    x = np.random.default_rng(5).standard_normal((2, 3, 9, 7))
+    check("logits (from_torch)", net.forward(x), _logits(tnet, x))
+
+
+def test_structural_refusals_and_what_traces_instead(check):
+    with pytest.raises(ValueError, match=r"module '1' \(Flatten\).*end_dim=2"):
+        from_torch(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(start_dim=1, end_dim=2)))
+    with pytest.raises(ValueError, match=r"module '2' \(Softmax\).*score='softmax'"):
         from_torch(nn.Sequential(nn.Flatten(), nn.Linear(4, 2), nn.Softmax(dim=1)))
-    with pytest.raises(ValueError, match="container 'body'.*only Identity"):
-        from_torch(nn.Sequential(OrderedDict(stem=nn.Conv2d(1, 1, 1), body=nn.Sequential(nn.Identity()))))
+    with pytest.raises(ValueError, match=r"fx node '_0' \(call_module 0\): module '0' \(ModuleList\)"):
+        from_torch(nn.Sequential(nn.ModuleList([nn.ReLU()])))
+
+    class Untraceable(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
+                return x
+            return -x
+
+    with pytest.raises(ValueError, match="could not trace Untraceable with torch.fx.symbolic_trace: "):
+        from_torch(Untraceable())
 
     class Custom(nn.Sequential):
-        def forward(self, x):  # a Sequential subclass with its own forward is not a container
+        def forward(self, x):  # a Sequential subclass with its own forward is traced through
             return super().forward(x) * 2
 
-    with pytest.raises(ValueError, match=r"layer 'block' \(Custom\)"):
-        from_torch(nn.Sequential(OrderedDict(block=Custom(nn.ReLU()))))
-    with pytest.raises(ValueError, match=r"layer '0' \(ModuleList\)"):
-        from_torch(nn.Sequential(nn.ModuleList([nn.ReLU()])))
+    tnet = nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(3, 2, 3), block=Custom(nn.ReLU()), pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten()
+    )).double().eval()
+    graph = from_torch(tnet)
+    assert isinstance(graph, npcam.Graph)
+    assert type(graph.node("mul").layer).__name__ == "MulConstant"
+    x = np.random.default_rng(6).standard_normal((2, 3, 6, 6))
+    check("logits (from_torch)", graph.run(x).output, _logits(tnet, x))
 
 
 def test_reused_torch_module_is_converted_at_every_use():

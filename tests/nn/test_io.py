@@ -299,9 +299,9 @@ def test_wrong_dtypes_refused_from_headers(tmp_path):
 @pytest.mark.parametrize(
     "architecture, match",
     [
-        ([1, 2, 3], r"must describe a Sequential model, got list \[1, 2, 3\]"),  # F29, C80
-        ("Sequential", "must describe a Sequential model, got str 'Sequential'"),  # F30
-        (5, "must describe a Sequential model, got int 5"),  # F31
+        ([1, 2, 3], r"must describe a Sequential or Graph model, got list \[1, 2, 3\]"),  # F29, C80
+        ("Sequential", "must describe a Sequential or Graph model, got str 'Sequential'"),  # F30
+        (5, "must describe a Sequential or Graph model, got int 5"),  # F31
         ({"type": "Sequential", "children": [5, 6]},
          r"children\[0\] must be a \[name, config\] pair, got int 5"),  # F32, C81
         ({"type": "Sequential", "children": [["a", {"type": "ReLU"}, "extra"]]},
