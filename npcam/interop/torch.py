@@ -47,6 +47,7 @@ import numpy as np
 from .._validate import as_float_array, describe
 from ..nn import layers
 from ..nn.config import model_from_config
+from ..nn.graph import Graph
 from ..nn.ops import Identity
 from ..nn.sequential import Sequential
 from . import _fx
@@ -94,16 +95,19 @@ def state_dict_to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {str(k): _to_numpy(str(k), v) for k, v in state_dict.items()}
 
 
-def _load_into(architecture: Any, state_dict: Mapping[str, Any]) -> Sequential:
-    if isinstance(architecture, Sequential):
+def _load_into(architecture: Any, state_dict: Mapping[str, Any]) -> Any:
+    model: Any
+    if isinstance(architecture, (Sequential, Graph)):
         model = architecture
     elif isinstance(architecture, Mapping):
-        model = model_from_config(architecture)  # type: ignore[assignment]
-        if not isinstance(model, Sequential):
-            raise ValueError("architecture must describe an npcam Sequential model, got a single layer.")
+        model = model_from_config(architecture)
+        if not isinstance(model, (Sequential, Graph)):
+            raise ValueError(
+                "architecture must describe an npcam Sequential or Graph model, got a single layer."
+            )
     else:
         raise TypeError(
-            "architecture must be an npcam.Sequential or its config() dict, "
+            "architecture must be an npcam.Sequential or npcam.Graph or its config() dict, "
             f"got {describe(architecture)}."
         )
     model.load_state_dict(state_dict_to_numpy(state_dict))

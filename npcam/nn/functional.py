@@ -530,7 +530,8 @@ def linear_forward(
     Every leading index (the batch, and e.g. the positions of an (N, H, W, C) map) is one
     independent row ``y[..., o] = Σ_i x[..., i] W[o, i] + b[o]``.
     """
-    y = x @ weight.T
+    # One matrix product over all rows (a stack of small products is much slower).
+    y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
     if bias is not None:
         y += bias
     return y, LinearCache(x, weight, bias is not None)
@@ -544,10 +545,10 @@ def linear_backward(
     The rows are all leading indices (the batch for a 2-D input): the same W and b act on
     each, so their gradients sum over all of them.
     """
-    dx = dout @ cache.weight
+    d2 = dout.reshape(-1, dout.shape[-1])
+    dx = (d2 @ cache.weight).reshape(cache.x.shape)
     if not param_grads:
         return dx, None, None
-    d2 = dout.reshape(-1, dout.shape[-1])
     db = d2.sum(axis=0) if cache.has_bias else None
     return dx, d2.T @ cache.x.reshape(-1, cache.x.shape[-1]), db
 

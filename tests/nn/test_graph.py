@@ -221,3 +221,30 @@ def test_config_save_and_load_round_trip(tmp_path):
     np.testing.assert_array_equal(back.run(x).output, g.run(x).output)
     assert back.config() == g.config()
     assert back.nodes[1].layer is back.nodes[6].layer  # the shared layer stays shared
+
+
+def test_fold_batchnorm_on_a_graph_keeps_outputs_and_names():
+    """Folding eval-mode BN into the conv that feeds it only (and nothing else) gives the
+    same logits to 1e-12; the BN node's name then denotes the folded conv's output; a BN
+    whose input is not a conv is kept."""
+    rng = np.random.default_rng(7)
+    bn1, bn2 = npcam.BatchNorm2d(4), npcam.BatchNorm2d(4)
+    for bn in (bn1, bn2):
+        bn.weight, bn.bias = rng.uniform(0.5, 1.5, 4), rng.standard_normal(4)
+        bn.running_mean, bn.running_var = rng.standard_normal(4), rng.uniform(0.5, 2, 4)
+    g = Graph([
+        ("conv", npcam.Conv2d(3, 4, 3, padding=1, bias=False, rng=rng), ("input",)),
+        ("bn", bn1, ("conv",)),
+        ("relu", npcam.ReLU(), ("bn",)),
+        ("pre", bn2, ("relu",)),  # a pre-activation BN: kept
+        ("gap", npcam.GlobalAvgPool2d(), ("pre",)),
+        ("fc", npcam.Linear(4, 3, rng=rng), ("gap",)),
+    ], "fc")
+    x = _input(8, (2, 3, 5, 5))
+    folded = npcam.fold_batchnorm(g)
+    assert [n for n, _ in folded.named_nodes()] == ["bn", "relu", "pre", "gap", "fc"]
+    assert isinstance(folded.node("bn").layer, npcam.Conv2d) and folded.resolve("conv") == "bn"
+    assert isinstance(folded.node("pre").layer, npcam.BatchNorm2d)
+    assert scaled_error(folded.run(x).output, g.run(x).output) < 1e-12
+    assert "conv.bias" in folded.state_dict() and "bn.running_mean" not in folded.state_dict()
+    assert isinstance(g.node("bn").layer, npcam.BatchNorm2d)  # the original is unchanged
