@@ -215,6 +215,7 @@ class _Attr:
 
     key: str
     value: Any
+    name: str = ""  # the get_attr fx node's name
 
 
 class _Refused(ValueError):
@@ -264,7 +265,7 @@ class _Builder:
         return v
 
     def parameter(self, attr: _Attr) -> str:
-        name = "param_" + attr.key.replace(".", "_")
+        name = attr.name or attr.key.replace(".", "_")
         if not any(n.name == name for n in self.nodes):
             layer = ops.Parameter(tuple(attr.value.shape))
             self.add(Node(name, layer, (), (attr.key,), False, False, {"value": attr.key}))
@@ -292,7 +293,7 @@ class _Builder:
             value = getattr(value, part)
         if not isinstance(value, self.torch.Tensor):
             self.refuse(node, f"it reads {describe(value)}, not a tensor")
-        self.env[node.name] = _Attr(node.target, value)
+        self.env[node.name] = _Attr(node.target, value, node.name)
 
     def call_module(self, node: Any) -> None:
         m = self.modules[node.target]
