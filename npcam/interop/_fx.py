@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from .._validate import as_pair, describe
 from ..nn import layers, ops
 from ..nn.graph import Graph, Node
@@ -804,6 +802,3 @@ def _with_aliases(fx_graph: Any, b: _Builder) -> list[Node]:
                         dict(n.state_keys)))
     return out
 
-
-def _value_of(x: Any) -> np.ndarray:
-    return x.detach().cpu().double().numpy() if x.is_floating_point() else x.detach().cpu().numpy()

@@ -208,17 +208,29 @@ def resolve_layer(model: Model, trace: Trace, layer: str | None) -> str:
 
 # ---------------------------------------------------------------------- the raw quantities
 def layer_gradients(
-    model: Any, x: Any, target: Target, layer: str | None, score: str, allow_all: bool
+    model: Any, x: Any, target: Target, layer: str | None, score: str, allow_all: bool,
+    full_trace: str = "all",
 ) -> LayerGradients:
     r"""One forward pass, then ``∂y^c/∂A^k`` at ``layer`` by one backward pass.
 
     With ``target="all"`` the layers after ``layer`` run once on N·C stacked copies of A
     (``model.run_from``) and one backward pass carries the N·C one-hot cotangents (row
-    n·C + c explains class c).
+    n·C + c explains class c). ``full_trace``: "all" keeps every output in
+    ``LayerGradients.trace``; on a :class:`~npcam.nn.Graph` whose layer is known before the
+    forward pass, "layer" keeps only what a backward pass to ``layer`` needs and "input"
+    what a backward pass to the input needs too (``Graph.run(x, keep=...)``).
     """
     model = check_model(model)
     score = check_score(score)
-    trace = model.run(check_input(x))
+    x = check_input(x)
+    hint = layer if layer is not None else getattr(model, "default_layer_name", None)
+    if full_trace != "all" and isinstance(hint, str) and _takes_keep(model):
+        resolve = getattr(model, "resolve", None)
+        if callable(resolve):
+            resolve(hint)  # its own message for an unknown or ambiguous name, before the run
+        trace = model.run(x, keep=(hint,) if full_trace == "layer" else (hint, "input"))
+    else:
+        trace = model.run(x)
     name = resolve_layer(model, trace, layer)
     t = targets(target, trace.output, allow_all)
     a = trace.activations[name]
@@ -231,6 +243,12 @@ def layer_gradients(
     y, cotangent = scores_and_cotangent(stacked.output, t.reshape(-1), score)
     g = model.vjp(stacked, cotangent, to=name).grad
     return LayerGradients(name, a, g.reshape(n, c, *a.shape[1:]), y.reshape(n, c), t, trace)
+
+
+def _takes_keep(model: Any) -> bool:
+    from ..nn.graph import Graph
+
+    return isinstance(model, Graph)
 
 
 def weighted_map(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
@@ -278,7 +296,9 @@ def input_gradient(
     model = check_model(model)
     score = check_score(score)
     options = relu_options(guided_relus)
-    trace = model.run(check_input(x))
+    x = check_input(x)
+    # a graph need not keep outputs that only fed a layer's forward pass (a BN's before its ReLU)
+    trace = model.run(x, keep=("input",)) if _takes_keep(model) else model.run(x)
     t = targets(target, trace.output, allow_all=False)
     _, cotangent = scores_and_cotangent(trace.output, t, score)
     return model.vjp(trace, cotangent, relu_rule=relu_rule, **options).grad, trace, t

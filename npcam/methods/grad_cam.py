@@ -57,7 +57,8 @@ def grad_cam(
     Works on any architecture; the map is at the layer's resolution (upsample it with
     :func:`npcam.upsample`).
     """
-    return _grad_cam_map(layer_gradients(model, x, target, layer, score, allow_all=True), negate=False)
+    lg = layer_gradients(model, x, target, layer, score, allow_all=True, full_trace="layer")
+    return _grad_cam_map(lg, negate=False)
 
 
 def counterfactual(
@@ -70,4 +71,5 @@ def counterfactual(
     ``grad_cam(...).cam − counterfactual(...).cam == grad_cam(...).raw``. Arguments as
     :func:`grad_cam`.
     """
-    return _grad_cam_map(layer_gradients(model, x, target, layer, score, allow_all=True), negate=True)
+    lg = layer_gradients(model, x, target, layer, score, allow_all=True, full_trace="layer")
+    return _grad_cam_map(lg, negate=True)

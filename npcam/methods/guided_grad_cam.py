@@ -28,7 +28,7 @@ def grad_cam_times_input_gradient(
     options = relu_options(guided_relus)
     if isinstance(target, str):
         targets(target, np.zeros((1, 1)), allow_all=False)  # the same message as elsewhere
-    lg = layer_gradients(model, x, target, layer, score, allow_all=False)
+    lg = layer_gradients(model, x, target, layer, score, allow_all=False, full_trace="input")
     r = map_result(gradcam_weights(lg.gradients), lg.activations, lg.gradients, lg.scores,
                    lg.target, lg.layer)
     _, cotangent = scores_and_cotangent(lg.trace.output, lg.target, score)

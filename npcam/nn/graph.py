@@ -287,7 +287,7 @@ class Graph(ModelBase):
         return self.train(False)
 
     # -- forward ---------------------------------------------------------------------
-    def run(self, x: Any) -> Trace:
+    def run(self, x: Any, keep: Iterable[str] | None = None) -> Trace:
         """Run every node in order on ``x``; returns the :class:`Trace`.
 
         ``trace.activations`` holds every node's output under its name and its aliases
@@ -296,10 +296,36 @@ class Graph(ModelBase):
         statistics in training mode). A layer's shape error names the node; a finite input
         that overflows inside the network raises ``ValueError`` naming the first node whose
         output is not finite.
+
+        ``keep`` (names or aliases) asks for a partial trace, for a backward pass that stops
+        at those layers (Grad-CAM): it holds their outputs, the logits and what the nodes
+        after them read, and the caches of those nodes only; every other output is freed as
+        soon as its last reader has run, so the memory of a forward pass is that of the
+        deepest part of the network, not of all of it. ``vjp(..., to=k)`` and
+        ``run_from(trace, k, ...)`` then work for every kept ``k``. ``"input"`` in ``keep``
+        keeps every node's cache (for ``vjp(..., to=None)``, the input gradient) but only the
+        outputs that the caches hold (a ReLU's output, a convolution's input), not e.g. a
+        BatchNorm's output that only a ReLU read.
         """
         x = as_float_array("x", x, finite=True)
         values: dict[str, np.ndarray] = {INPUT: x}
-        return self._run(self.nodes, values, {}, x)
+        if keep is None:
+            return self._run(self.nodes, values, {}, x)
+        keep = list(keep)
+        to_input = INPUT in keep
+        kept = {self.resolve(k) for k in keep if k != INPUT}
+        after: set[str] = set()
+        for k in kept:
+            after |= self._descendants(k)
+        # outputs read by the nodes after a kept one must stay (run_from, the caches)
+        needed = set(kept) | {i for n in self.nodes if n.name in after for i in n.inputs}
+        needed |= after | {self._output}
+        last: dict[str, int] = {}
+        for i, n in enumerate(self.nodes):
+            for name in n.inputs:
+                last[name] = i
+        cached = None if to_input else after  # "input": a backward pass all the way down
+        return self._run(self.nodes, values, {}, x, needed=needed, cached=cached, last=last)
 
     def _call(self, node: Node, values: Mapping[str, Any]) -> tuple[Any, Any]:
         xs = [values[i] for i in node.inputs]
@@ -311,17 +337,26 @@ class Graph(ModelBase):
             raise ValueError(f"node {node.name!r} ({type(node.layer).__name__}): {exc}") from None
 
     def _run(self, nodes: Iterable[Node], values: dict[str, Any], caches: dict[str, Any],
-             x: np.ndarray) -> Trace:
-        """Run ``nodes`` (in order) reading and writing ``values``; the trace of the result."""
+             x: np.ndarray, needed: set[str] | None = None, cached: set[str] | None = None,
+             last: dict[str, int] | None = None) -> Trace:
+        """Run ``nodes`` (in order) reading and writing ``values``; the trace of the result.
+        With ``needed``, outputs not in it are dropped after their last reader (``last``:
+        output → index of that reader) and only the nodes in ``cached`` keep a cache."""
         with np.errstate(all="ignore"):
-            for node in nodes:
+            for index, node in enumerate(nodes):
                 out, cache = self._call(node, values)
                 if isinstance(out, tuple):
                     for k, o in enumerate(out):
                         values[f"{node.name}:{k}"] = o
                 else:
                     values[node.name] = out
-                caches[node.name] = cache
+                if cached is None or node.name in cached:
+                    caches[node.name] = cache
+                if needed is not None and last is not None:
+                    for name in node.inputs:
+                        base = name.split(":")[0]
+                        if last.get(name) == index and base not in needed and name != INPUT:
+                            del values[name]  # the caches keep what backward passes need
         y = values[self._output]
         if not all_finite(y):
             for node in self.nodes:
@@ -333,6 +368,10 @@ class Graph(ModelBase):
                         "is finite; the values or the weights are too large for float64."
                     )
         acts = {k: v for k, v in values.items() if k != INPUT}
+        if needed is not None:
+            for node in self.nodes:  # outputs no node reads (dead ends) were never freed
+                if node.name not in needed:
+                    acts.pop(node.name, None)
         for alias, name in self._aliases.items():
             if name in acts:
                 acts[alias] = acts[name]
@@ -413,7 +452,6 @@ class Graph(ModelBase):
         owned: set[str] = set()  # gradients this pass allocated, safe to add into in place
         pgrads: dict[str, np.ndarray] = {}
         node_grads: dict[str, np.ndarray] = {}
-        visited: list[Node] = []
         with np.errstate(all="ignore"):
             for index in range(len(self.nodes) - 1, stop, -1):
                 node = self.nodes[index]
@@ -437,8 +475,9 @@ class Graph(ModelBase):
                                 node_grads[f"{node.name}:{k}"] = p
                 if node.name not in trace.caches:
                     raise ValueError(
-                        f"the backward pass cannot go through node {node.name!r}: its output was "
-                        "replaced by run_from (stop there with to=...)."
+                        f"the backward pass cannot go through node {node.name!r}: the trace holds "
+                        "no cache for it (its output was replaced by run_from, or run(keep=...) "
+                        "dropped it); stop at a kept node with to=..."
                     )
                 rule = relu_rule
                 if guided_relus == "modules" and isinstance(node.layer, ReLU) and not node.from_module:
@@ -449,7 +488,6 @@ class Graph(ModelBase):
                 else:
                     one, pg = node.layer._backward(dout, cache, rule, param_grads)
                     dxs = [one]
-                visited.append(node)
                 for inp, dx in zip(node.inputs, dxs, strict=True):
                     if dx is None:
                         continue

@@ -10,8 +10,9 @@ module two or three times per block) has one cache per *call*, in the trace::
 
 For Grad-CAM the cotangent is the one-hot vector e_c, so that ``L = y^c`` and
 ``model.vjp(trace, e_c, to=layer).grad`` is ``∂y^c/∂A^k``. :class:`Model` is the protocol
-that every model implements (:class:`~npcam.nn.Sequential`, and the graph models of later
-releases); every explanation method takes any object that implements it.
+that every model implements (:class:`~npcam.nn.Sequential`, a chain, and
+:class:`~npcam.nn.Graph`, a DAG); every explanation method takes any object that
+implements it.
 """
 
 from __future__ import annotations

@@ -424,3 +424,24 @@ def test_fold_batchnorm_of_a_grouped_conv(groups, cin, cout):
     assert not any(isinstance(m, npcam.BatchNorm2d) for _, m in folded.named_layers())
     y, yf = net.forward(x), folded.forward(x)
     assert np.max(np.abs(y - yf)) <= 1e-12 * np.max(np.abs(y))
+
+
+def test_pointwise_conv_on_small_maps_matches_the_reference():
+    """A 1×1 convolution on maps of at most _SMALL_MAP positions runs as one matrix product
+    over the batch; forward, dx and dW equal the plain reference (functional.conv2d_*) to
+    1e-13 relative, on both sides of the threshold."""
+    from npcam.nn import _conv, functional
+
+    rng = np.random.default_rng(11)
+    for hw in ((7, 7), (8, 8), (9, 8), (1, 1)):
+        x = rng.standard_normal((3, 5, *hw))
+        w = rng.standard_normal((4, 5, 1, 1))
+        b = rng.standard_normal(4)
+        fast, fc = _conv.conv2d_forward(x, w, b, (1, 1), (0, 0))
+        ref, rc = functional.conv2d_forward(x, w, b, (1, 1), (0, 0))
+        assert np.abs(fast - ref).max() <= 1e-13 * np.abs(ref).max()
+        d = rng.standard_normal(ref.shape)
+        fdx, fdw, _ = _conv.conv2d_backward(d, fc, True)
+        rdx, rdw, _ = functional.conv2d_backward(d, rc, True)
+        assert np.abs(fdx - rdx).max() <= 1e-13 * np.abs(rdx).max()
+        assert np.abs(fdw - rdw).max() <= 1e-13 * np.abs(rdw).max()

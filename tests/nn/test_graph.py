@@ -248,3 +248,28 @@ def test_fold_batchnorm_on_a_graph_keeps_outputs_and_names():
     assert scaled_error(folded.run(x).output, g.run(x).output) < 1e-12
     assert "conv.bias" in folded.state_dict() and "bn.running_mean" not in folded.state_dict()
     assert isinstance(g.node("bn").layer, npcam.BatchNorm2d)  # the original is unchanged
+
+
+def test_partial_trace_keeps_what_the_backward_pass_to_a_layer_needs():
+    """``run(x, keep=[k])``: the logits, A at k and ∂L/∂A from ``vjp(to=k)`` equal the full
+    trace's exactly; outputs before k that nothing after k reads are gone; run_from at k
+    works; a backward pass past k is refused with a message naming the node."""
+    g = build()
+    x = _input()
+    full, part = g.run(x), g.run(x, keep=["cat_relu"])
+    v = np.random.default_rng(9).standard_normal(full.output.shape)
+    np.testing.assert_array_equal(part.output, full.output)
+    np.testing.assert_array_equal(part.activations["cat_relu"], full.activations["cat_relu"])
+    np.testing.assert_array_equal(g.vjp(part, v, to="cat_relu").grad, g.vjp(full, v, to="cat_relu").grad)
+    assert "stem" not in part.activations and "res" not in part.activations
+    assert "stem" not in part.caches and "se" in part.caches
+    a = part.activations["cat_relu"] * 2
+    ours, theirs = g.run_from(part, "cat_relu", a), g.run_from(full, "cat_relu", a)
+    np.testing.assert_array_equal(ours.output, theirs.output)
+    with pytest.raises(ValueError, match="no cache for it"):
+        g.vjp(part, v)
+    # "input": every cache, for the input gradient, but not the outputs only a forward read
+    down = g.run(x, keep=["input"])
+    np.testing.assert_array_equal(g.vjp(down, v, relu_rule="guided").grad,
+                                  g.vjp(full, v, relu_rule="guided").grad)
+    assert set(down.caches) == set(full.caches) and "ab" not in down.activations
