@@ -67,3 +67,31 @@ def test_state_dict_with_a_graph_architecture(resnet18):
     assert isinstance(rebuilt, npcam.Graph) and rebuilt is not graph
     x = np.random.default_rng(2).standard_normal((1, 3, 32, 32))
     np.testing.assert_array_equal(rebuilt.run(x).output, graph.run(x).output)
+
+
+def test_node_flags_from_module_and_inplace(resnet18):
+    """``from_module``: the node came from an nn.Module call; ``inplace``: torch modified its
+    output in place — an ``inplace=True`` ReLU module, ``F.relu(..., inplace=True)``, or
+    ``out += identity`` (which fx records as a plain ``add``; the recorded source line tells
+    it from ``out = out + identity``)."""
+    _, graph = resnet18
+    assert graph.node("layer1_0_relu").from_module and graph.node("layer1_0_relu").inplace
+    assert graph.node("add").inplace and not graph.node("add").from_module  # out += identity
+    assert not graph.node("conv1").inplace and graph.node("conv1").from_module
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 2, 3, padding=1)
+
+        def forward(self, x):
+            y = torch.nn.functional.relu(self.conv(x), inplace=True)
+            z = y + x  # not in place
+            z += x  # in place
+            return torch.flatten(torch.nn.functional.relu(z), 1)
+
+    g = npcam.from_torch(Block().double().eval())
+    assert [(n.name, n.from_module, n.inplace) for n in g.nodes if n.name != "conv"] == [
+        ("relu", False, True), ("add", False, False), ("add_1", False, True),
+        ("relu_1", False, False), ("flatten", False, False),
+    ]
