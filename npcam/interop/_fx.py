@@ -17,6 +17,7 @@ and target and the nearest supported alternative.
 
 from __future__ import annotations
 
+import importlib
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -685,9 +686,8 @@ def _register_torch_functions(torch: Any) -> None:
         torch.sigmoid: _simple(act.Sigmoid), F.gelu: _gelu_function,
     }
     try:
-        import torchvision.ops  # type: ignore[import-untyped]
-
-        extra[torchvision.ops.stochastic_depth] = _stochastic_depth
+        tv_ops = importlib.import_module("torchvision.ops")
+        extra[tv_ops.stochastic_depth] = _stochastic_depth
     except ImportError:
         pass
     FUNCTIONS.update(extra)

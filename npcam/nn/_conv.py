@@ -172,8 +172,8 @@ def _gemm_forward(
         if g == 1 and h * w <= _SMALL_MAP:
             # Small maps (ResNet's 7×7 layer4): one product over all images at once is
             # faster than N thin ones, even with the two transposing copies.
-            cols = np.ascontiguousarray(x.reshape(n, c, h * w).transpose(1, 0, 2)).reshape(c, n * h * w)
-            out2 = (w3[0] @ cols).reshape(f, n, h * w)
+            flat = np.ascontiguousarray(x.reshape(n, c, h * w).transpose(1, 0, 2)).reshape(c, n * h * w)
+            out2 = (w3[0] @ flat).reshape(f, n, h * w)
             return np.ascontiguousarray(out2.transpose(1, 0, 2)).reshape(n, f, h, w)
         out = np.matmul(w3, np.ascontiguousarray(x).reshape(n, g, cg, h * w))
         return out.reshape(n, f, h, w)
