@@ -41,9 +41,21 @@ import numpy as np
 
 from .._validate import MAX_NODES, as_float_array, describe
 from ._model import IncompatibleKeys, ModelBase, load_state
-from .layers import BatchNorm2d, Dropout, GlobalAvgPool2d, Layer, MaxPool2d, ReLU
-from .ops import Add, Concat, Identity, Mean, Mul, Op, Permute, Split, Transpose
-from .trace import GUIDED_RELUS, RELU_RULES, VJP, FrozenMapping, Trace, all_finite
+from .activations import GELU, Hardsigmoid, Hardswish, LayerNorm, ReLU6, Sigmoid, SiLU
+from .layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    Layer,
+    Linear,
+    MaxPool2d,
+    ReLU,
+)
+from .ops import Add, AddConstant, Concat, Identity, Mean, Mul, MulConstant, Op, Permute, Split, Transpose
+from .trace import VJP, FrozenMapping, Trace, all_finite, check_vjp_arguments
 
 __all__ = ["Graph", "Node"]
 
@@ -98,8 +110,14 @@ def _outputs(layer: Layer) -> int:
     return layer.num_outputs if isinstance(layer, Op) else 1
 
 
-_POOLING = (MaxPool2d, GlobalAvgPool2d, Mean)
+_POOLING = (MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool2d, Mean)
 _IDENTITY_LIKE = (Identity, Dropout)
+# layers whose output keeps the layout of their (first) input: element-wise maps, channel
+# concatenation and splitting, and last-axis ops (LayerNorm, Linear on an NHWC map)
+_SAME_LAYOUT = (
+    Add, Mul, AddConstant, MulConstant, ReLU, ReLU6, Hardswish, Hardsigmoid, SiLU, Sigmoid, GELU,
+    LayerNorm, BatchNorm2d, Identity, Dropout, Linear, Concat, Split,
+)
 
 
 class Graph(ModelBase):
@@ -433,83 +451,17 @@ class Graph(ModelBase):
         ``record`` keeps ∂L/∂(output) of every node visited, under its name and aliases.
         """
         trace = self._check_trace(trace)
-        if relu_rule not in RELU_RULES:
-            raise ValueError(f"relu_rule must be one of {RELU_RULES}, got {relu_rule!r}.")
-        if guided_relus not in GUIDED_RELUS:
-            raise ValueError(f"guided_relus must be one of {GUIDED_RELUS}, got {guided_relus!r}.")
-        g = as_float_array("cotangent", cotangent, finite=True)
-        if g.shape != trace.output.shape:
-            raise ValueError(f"cotangent must have the model output's shape {trace.output.shape}, got "
-                             f"{g.shape}.")
+        g = check_vjp_arguments(trace, cotangent, relu_rule, guided_relus)
         target = INPUT if to is None else self.resolve(to)
-        if target == INPUT:
-            todo = None
-            stop = -1
-        else:
-            todo = self._descendants(target)
-            stop = self._index[target.split(":")[0]]
-        grads: dict[str, np.ndarray] = {self._output: g}
-        owned: set[str] = set()  # gradients this pass allocated, safe to add into in place
-        pgrads: dict[str, np.ndarray] = {}
-        node_grads: dict[str, np.ndarray] = {}
         with np.errstate(all="ignore"):
-            for index in range(len(self.nodes) - 1, stop, -1):
-                node = self.nodes[index]
-                if todo is not None and node.name not in todo:
-                    continue
-                count = _outputs(node.layer)
-                if count == 1:
-                    dout: Any = grads.pop(node.name, None)
-                    if dout is None:
-                        continue
-                    if record:
-                        node_grads[node.name] = dout
-                else:
-                    parts = [grads.pop(f"{node.name}:{k}", None) for k in range(count)]
-                    if all(p is None for p in parts):
-                        continue
-                    dout = tuple(parts)
-                    if record:
-                        for k, p in enumerate(parts):
-                            if p is not None:
-                                node_grads[f"{node.name}:{k}"] = p
-                if node.name not in trace.caches:
-                    raise ValueError(
-                        f"the backward pass cannot go through node {node.name!r}: the trace holds "
-                        "no cache for it (its output was replaced by run_from, or run(keep=...) "
-                        "dropped it); stop at a kept node with to=..."
-                    )
-                rule = relu_rule
-                if guided_relus == "modules" and isinstance(node.layer, ReLU) and not node.from_module:
-                    rule = "standard"
-                cache = trace.caches[node.name]
-                if isinstance(node.layer, Op):
-                    dxs, pg = node.layer._backward_many(dout, cache, rule, param_grads)
-                else:
-                    one, pg = node.layer._backward(dout, cache, rule, param_grads)
-                    dxs = [one]
-                for inp, dx in zip(node.inputs, dxs, strict=True):
-                    if dx is None:
-                        continue
-                    if inp in grads:
-                        if inp in owned:
-                            grads[inp] += dx
-                        else:
-                            grads[inp] = grads[inp] + dx
-                            owned.add(inp)
-                    else:
-                        grads[inp] = dx
-                if param_grads:
-                    keys = node.keys()
-                    for attr, value in pg.items():
-                        key = keys[attr]
-                        pgrads[key] = pgrads[key] + value if key in pgrads else value
+            grads, pgrads, node_grads = self._backprop(
+                trace, g, target, relu_rule, guided_relus, param_grads, record)
         found = grads.get(target)
         if found is None:  # the logits do not depend on it
             found = np.zeros_like(trace.input if target == INPUT else trace.activations[target])
         result: np.ndarray = found
         if not all_finite(result) or any(not all_finite(v) for v in grads.values()):
-            self._raise_backward_overflow(trace, cotangent, to, relu_rule, guided_relus)
+            self._raise_backward_overflow(trace, g, target, relu_rule, guided_relus)
         if record:
             for alias, name in self._aliases.items():
                 if name in node_grads:
@@ -523,13 +475,88 @@ class Graph(ModelBase):
                         param_out[key] = pgrads[key]
         return VJP(result, param_out, node_grads if record else None)
 
-    def _raise_backward_overflow(self, trace, cotangent, to, relu_rule, guided_relus) -> None:
-        # Find the first node, in backward order, whose input gradient is not finite.
+    def _backprop(
+        self, trace: Trace, g: np.ndarray, target: str, relu_rule: str, guided_relus: str,
+        param_grads: bool, record: bool,
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The reverse sweep: from ∂L/∂logits = ``g`` down to ``target`` ("input", a node
+        or "node:i"). Returns the gradients not consumed (the target's among them), the
+        parameter gradients by state_dict key and, with ``record``, ∂L/∂(output) of every
+        node visited. No finiteness check (the caller's)."""
+        if target == INPUT:
+            todo = None
+            stop = -1
+        else:
+            todo = self._descendants(target)
+            stop = self._index[target.split(":")[0]]
+        grads: dict[str, np.ndarray] = {self._output: g}
+        owned: set[str] = set()  # gradients this pass allocated, safe to add into in place
+        pgrads: dict[str, np.ndarray] = {}
+        node_grads: dict[str, np.ndarray] = {}
+        for index in range(len(self.nodes) - 1, stop, -1):
+            node = self.nodes[index]
+            if todo is not None and node.name not in todo:
+                continue
+            count = _outputs(node.layer)
+            dout: Any
+            if count == 1:
+                dout = grads.pop(node.name, None)
+                if dout is None:
+                    continue
+                if record:
+                    node_grads[node.name] = dout
+            else:
+                parts = [grads.pop(f"{node.name}:{k}", None) for k in range(count)]
+                if all(p is None for p in parts):
+                    continue
+                dout = tuple(parts)
+                if record:
+                    for k, p in enumerate(parts):
+                        if p is not None:
+                            node_grads[f"{node.name}:{k}"] = p
+            if node.name not in trace.caches:
+                raise ValueError(
+                    f"the backward pass cannot go through node {node.name!r}: the trace holds "
+                    "no cache for it (its output was replaced by run_from, or run(keep=...) "
+                    "dropped it); stop at a kept node with to=..."
+                )
+            rule = relu_rule
+            if guided_relus == "modules" and isinstance(node.layer, ReLU) and not node.from_module:
+                rule = "standard"
+            cache = trace.caches[node.name]
+            if isinstance(node.layer, Op):
+                dxs, pg = node.layer._backward_many(dout, cache, rule, param_grads)
+            else:
+                one, pg = node.layer._backward(dout, cache, rule, param_grads)
+                dxs = [one]
+            for inp, dx in zip(node.inputs, dxs, strict=True):
+                if dx is None:
+                    continue
+                if inp in grads:
+                    if inp in owned:
+                        grads[inp] += dx
+                    else:
+                        grads[inp] = grads[inp] + dx
+                        owned.add(inp)
+                else:
+                    grads[inp] = dx
+            if param_grads:
+                keys = node.keys()
+                for attr, value in pg.items():
+                    key = keys[attr]
+                    pgrads[key] = pgrads[key] + value if key in pgrads else value
+        return grads, pgrads, node_grads
+
+    def _raise_backward_overflow(self, trace: Trace, g: np.ndarray, target: str, relu_rule: str,
+                                 guided_relus: str) -> None:
+        """Name the first node, in backward order, whose input gradient is not finite
+        (the sweep again, recording every gradient)."""
         with np.errstate(all="ignore"):
-            grads = self._vjp_record_unchecked(trace, cotangent, to, relu_rule, guided_relus)
+            grads, _, seen = self._backprop(trace, g, target, relu_rule, guided_relus, False, True)
+        seen.update(grads)
         for node in reversed(self.nodes):
             for i in node.inputs:
-                a = grads.get(i)
+                a = seen.get(i)
                 if a is not None and not all_finite(a):
                     raise ValueError(
                         f"the backward pass overflowed: the gradient computed by node {node.name!r} "
@@ -537,40 +564,6 @@ class Graph(ModelBase):
                         "cotangent is finite; the values or the weights are too large for float64."
                     )
         raise ValueError("the backward pass overflowed to NaN or inf.")
-
-    def _vjp_record_unchecked(self, trace, cotangent, to, relu_rule, guided_relus) -> dict[str, np.ndarray]:
-        """Every gradient ∂L/∂(output) the backward pass computes, without the finiteness
-        check (the error path uses it to name the node that overflowed)."""
-        g = np.asarray(cotangent, dtype=np.float64)
-        grads: dict[str, np.ndarray] = {self._output: g}
-        seen: dict[str, np.ndarray] = {}
-        stop = -1 if to is None else self._index[self.resolve(to).split(":")[0]]
-        for index in range(len(self.nodes) - 1, stop, -1):
-            node = self.nodes[index]
-            count = _outputs(node.layer)
-            dout: Any
-            if count == 1:
-                dout = grads.get(node.name)
-                if dout is None:
-                    continue
-            else:
-                parts = [grads.get(f"{node.name}:{k}") for k in range(count)]
-                if all(p is None for p in parts):
-                    continue
-                dout = tuple(parts)
-            rule = relu_rule
-            if guided_relus == "modules" and isinstance(node.layer, ReLU) and not node.from_module:
-                rule = "standard"
-            cache = trace.caches[node.name]
-            if isinstance(node.layer, Op):
-                dxs, _ = node.layer._backward_many(dout, cache, rule, False)
-            else:
-                dxs = [node.layer._backward(dout, cache, rule, False)[0]]
-            for inp, dx in zip(node.inputs, dxs, strict=True):
-                if dx is not None:
-                    grads[inp] = grads[inp] + dx if inp in grads else dx
-                    seen[inp] = grads[inp]
-        return seen
 
     # -- the default target layer ----------------------------------------------------
     def dominators(self) -> list[str]:
@@ -602,13 +595,9 @@ class Graph(ModelBase):
     def _layouts(self) -> dict[str, tuple[int, ...] | None]:
         """Per node, which NCHW axes its (4-D) output's axes are (tracked through
         Permute), or None when it is not a 4-D feature map."""
-        from .layers import Flatten, Linear
-
         layout: dict[str, tuple[int, ...] | None] = {INPUT: (0, 1, 2, 3)}
-        keep = (Add, Mul, ReLU, BatchNorm2d, Identity, Dropout, Linear, Concat, Split)
         for n in self.nodes:
             first = layout.get(n.inputs[0].split(":")[0]) if n.inputs else None
-            name = type(n.layer).__name__
             if isinstance(n.layer, Permute):
                 if first is None or len(n.layer.dims) != 4:
                     layout[n.name] = None
@@ -624,7 +613,7 @@ class Graph(ModelBase):
                     layout[n.name] = tuple(dims)
             elif isinstance(n.layer, Flatten):
                 layout[n.name] = None
-            elif isinstance(n.layer, keep) or name in _ELEMENTWISE:
+            elif isinstance(n.layer, _SAME_LAYOUT):
                 layout[n.name] = first
             else:
                 layout[n.name] = (0, 1, 2, 3)
@@ -640,7 +629,7 @@ class Graph(ModelBase):
         layouts = self._layouts()
         for name in reversed(self.dominators()):
             node = self.nodes[self._index[name]]
-            if isinstance(node.layer, _POOLING + _IDENTITY_LIKE) or type(node.layer).__name__ in _POOL_NAMES:
+            if isinstance(node.layer, _POOLING + _IDENTITY_LIKE):
                 continue
             a = trace.activations.get(name)
             nchw = layouts.get(name) == (0, 1, 2, 3)
@@ -726,9 +715,3 @@ class Graph(ModelBase):
         return copy.deepcopy(self)
 
 
-# names of op classes defined elsewhere (the layer modules import this one lazily)
-_ELEMENTWISE = {
-    "ReLU6", "Hardswish", "Hardsigmoid", "SiLU", "Sigmoid", "GELU", "LayerNorm",
-    "AddConstant", "MulConstant", "Add", "Mul",
-}
-_POOL_NAMES = {"AvgPool2d", "AdaptiveAvgPool2d", "MaxPool2d", "GlobalAvgPool2d", "Mean"}

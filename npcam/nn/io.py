@@ -363,31 +363,8 @@ class NpzArchive:
         ``(missing, unexpected)``; with ``strict`` either being non-empty is an error.
         Shapes must be equal; weights real numbers, ``num_batches_tracked`` integers.
         """
-        given = [k for k in self.headers if not (k.startswith("__") and k.endswith("__"))]
-        missing = [k for k in expected if k not in self.headers]
-        unexpected = sorted(k for k in given if k not in expected)
-        if strict and (missing or unexpected):
-            raise _Refused(
-                f"{self.label} does not match {what}: missing keys {_keys(missing)}, "
-                f"unexpected keys {_keys(unexpected)}."
-            )
-        for key, shape in expected.items():
-            header = self.headers.get(key)
-            if header is None:
-                continue
-            integer = key.rsplit(".", 1)[-1] in _INTEGER_KEYS
-            kinds = "iu" if integer else "iuf"
-            if header.dtype.kind not in kinds:
-                want = "integers" if integer else "real numbers"
-                raise _Refused(
-                    f"{self.label}: array {key!r} must hold {want}, got dtype {header.dtype}."
-                )
-            if header.shape != tuple(shape):
-                raise _Refused(
-                    f"{self.label}: array {key!r} must have shape {tuple(shape)} for {what}, "
-                    f"got {header.shape}."
-                )
-        return missing, unexpected
+        kinds = {k: h.dtype.kind for k, h in self.headers.items()}
+        return _check_state(self.label, "array", self.headers, kinds, expected, strict, what)
 
     def close(self) -> None:
         if self._zip is not None:
@@ -399,6 +376,42 @@ class NpzArchive:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _check_state(
+    label: str,
+    noun: str,
+    headers: Mapping[str, Any],
+    kinds: Mapping[str, str],
+    expected: Mapping[str, tuple[int, ...]],
+    strict: bool,
+    what: str,
+) -> tuple[list[str], list[str]]:
+    """A file's headers (``.shape``, and the dtype kind of each in ``kinds``) against a
+    model's state: ``(missing, unexpected)`` keys, an error with ``strict``; shapes equal,
+    weights real numbers, ``num_batches_tracked`` integers. Keys ``__name__`` describe the
+    file and are ignored."""
+    given = [k for k in headers if not (k.startswith("__") and k.endswith("__"))]
+    missing = [k for k in expected if k not in headers]
+    unexpected = sorted(k for k in given if k not in expected)
+    if strict and (missing or unexpected):
+        raise _Refused(
+            f"{label} does not match {what}: missing keys {_keys(missing)}, "
+            f"unexpected keys {_keys(unexpected)}."
+        )
+    for key, shape in expected.items():
+        header = headers.get(key)
+        if header is None:
+            continue
+        integer = key.rsplit(".", 1)[-1] in _INTEGER_KEYS
+        if kinds[key] not in ("iu" if integer else "iuf"):
+            want = "integers" if integer else "real numbers"
+            raise _Refused(f"{label}: {noun} {key!r} must hold {want}, got dtype {header.dtype}.")
+        if header.shape != tuple(shape):
+            raise _Refused(
+                f"{label}: {noun} {key!r} must have shape {tuple(shape)} for {what}, got {header.shape}."
+            )
+    return missing, unexpected
 
 
 def _reason(exc: BaseException) -> str:
@@ -863,26 +876,8 @@ class SafetensorsArchive:
         ``(missing, unexpected)``, with ``strict`` either being non-empty is an error;
         shapes must be equal, weights real numbers, ``num_batches_tracked`` integers.
         """
-        missing = [k for k in expected if k not in self.headers]
-        unexpected = sorted(k for k in self.headers if k not in expected)
-        if strict and (missing or unexpected):
-            raise _Refused(
-                f"{self.label} does not match {what}: missing keys {_keys(missing)}, "
-                f"unexpected keys {_keys(unexpected)}."
-            )
-        for key, shape in expected.items():
-            header = self.headers.get(key)
-            if header is None:
-                continue
-            integer = key.rsplit(".", 1)[-1] in _INTEGER_KEYS
-            if integer and header.kind not in "iu":
-                raise _Refused(f"{self.label}: tensor {key!r} must hold integers, got dtype {header.dtype}.")
-            if header.shape != tuple(shape):
-                raise _Refused(
-                    f"{self.label}: tensor {key!r} must have shape {tuple(shape)} for {what}, "
-                    f"got {header.shape}."
-                )
-        return missing, unexpected
+        kinds = {k: h.kind for k, h in self.headers.items()}
+        return _check_state(self.label, "tensor", self.headers, kinds, expected, strict, what)
 
     def close(self) -> None:
         handle, self._handle = self._handle, None

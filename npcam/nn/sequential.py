@@ -21,7 +21,7 @@ import numpy as np
 from .._validate import MAX_NODES, as_float_array, describe
 from ._model import IncompatibleKeys, ModelBase, load_state
 from .layers import Layer
-from .trace import GUIDED_RELUS, RELU_RULES, VJP, FrozenMapping, Trace, all_finite
+from .trace import VJP, FrozenMapping, Trace, all_finite, check_vjp_arguments
 
 __all__ = ["IncompatibleKeys", "Sequential"]
 
@@ -283,15 +283,7 @@ class Sequential(ModelBase):
         trace = self._check_trace(trace)
         leaves = self.named_layers()
         stop = -1 if to is None else self.leaf_index(to)
-        if relu_rule not in RELU_RULES:
-            raise ValueError(f"relu_rule must be one of {RELU_RULES}, got {relu_rule!r}.")
-        if guided_relus not in GUIDED_RELUS:
-            raise ValueError(f"guided_relus must be one of {GUIDED_RELUS}, got {guided_relus!r}.")
-        g = as_float_array("cotangent", cotangent, finite=True)
-        if g.shape != trace.output.shape:
-            raise ValueError(
-                f"cotangent must have the model output's shape {trace.output.shape}, got {g.shape}."
-            )
+        g = check_vjp_arguments(trace, cotangent, relu_rule, guided_relus)
         pgrads: dict[int, dict[str, np.ndarray]] = {}
         node_grads: dict[str, np.ndarray] = {}
         with np.errstate(all="ignore"):

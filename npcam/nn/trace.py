@@ -145,6 +145,21 @@ class Model(Protocol):
     def state_dict(self) -> dict[str, np.ndarray]: ...
 
 
+def check_vjp_arguments(trace: Trace, cotangent: Any, relu_rule: str, guided_relus: str) -> np.ndarray:
+    """The checks every model's ``vjp`` makes: the rules are known names and the cotangent
+    is a finite array of the logits' shape (returned as float64)."""
+    from .._validate import as_float_array
+
+    if relu_rule not in RELU_RULES:
+        raise ValueError(f"relu_rule must be one of {RELU_RULES}, got {relu_rule!r}.")
+    if guided_relus not in GUIDED_RELUS:
+        raise ValueError(f"guided_relus must be one of {GUIDED_RELUS}, got {guided_relus!r}.")
+    g = as_float_array("cotangent", cotangent, finite=True)
+    if g.shape != trace.output.shape:
+        raise ValueError(f"cotangent must have the model output's shape {trace.output.shape}, got {g.shape}.")
+    return g
+
+
 def _shape(a: Any) -> str:
     return f"<{a.dtype} {a.shape}>" if isinstance(a, np.ndarray) else type(a).__name__
 

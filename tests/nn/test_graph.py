@@ -9,6 +9,8 @@ instance called at two nodes, and a function ReLU (``from_module=False``).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from _support import scaled_error
@@ -273,3 +275,18 @@ def test_partial_trace_keeps_what_the_backward_pass_to_a_layer_needs():
     np.testing.assert_array_equal(g.vjp(down, v, relu_rule="guided").grad,
                                   g.vjp(full, v, relu_rule="guided").grad)
     assert set(down.caches) == set(full.caches) and "ab" not in down.activations
+
+
+def test_backward_overflow_names_the_node():
+    """A finite forward pass whose backward pass overflows (two Linear layers with weights
+    1e300 on an input of 1e-300) raises ValueError naming the node whose input gradient
+    became infinite, with no numpy warning."""
+    l1, l2 = npcam.Linear(1, 1, bias=False), npcam.Linear(1, 1, bias=False)
+    l1.weight, l2.weight = np.array([[1e300]]), np.array([[1e300]])
+    g = Graph([("l1", l1, ("input",)), ("l2", l2, ("l1",))], "l2")
+    trace = g.run(np.array([[1e-300]]))
+    assert np.isfinite(trace.output).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="gradient computed by node 'l1'"):
+            g.vjp(trace, np.ones((1, 1)))
