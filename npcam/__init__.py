@@ -39,6 +39,12 @@ _NAMES: dict[str, str] = {
     "GELU": ".nn.activations",
     "LayerNorm": ".nn.activations",
     "Add": ".nn.ops",
+    "Sub": ".nn.ops",
+    "Sum": ".nn.ops",
+    "Pad": ".nn.ops",
+    "Erf": ".nn.ops",
+    "Div": ".nn.ops",
+    "ClipAffine": ".nn.ops",
     "AddConstant": ".nn.ops",
     "Chunk": ".nn.ops",
     "Concat": ".nn.ops",
@@ -85,6 +91,7 @@ _NAMES: dict[str, str] = {
     "upsample": ".image",
     # other frameworks, verification
     "from_torch": ".interop.torch",
+    "from_onnx": ".interop.onnx",
     "show_versions": ".verify.environment",
     # warnings (rule R3)
     "NpcamWarning": "._warnings",

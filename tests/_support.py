@@ -79,3 +79,12 @@ def naive_max_pool2d(x, kernel, stride):
                                 best, where = v, (r * sh + i) * ww + (q * sw + j)
                     out[a, ch, r, q], arg[a, ch, r, q] = best, where
     return out, arg
+
+
+def one_error_line(capsys) -> str:
+    """The CLI's error output: exactly one line on stderr, no traceback."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]

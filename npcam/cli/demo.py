@@ -51,13 +51,13 @@ def _signed_to_unit(g: np.ndarray) -> np.ndarray:
     return 0.5 + 0.5 * np.divide(g, scale, out=np.zeros_like(g), where=scale > 0)
 
 
-def _call(method: Method, model: Sequential, x: np.ndarray, target: np.ndarray, layer: str | None) -> Any:
+def _call(method: Method, model: Any, x: np.ndarray, target: np.ndarray, layer: str | None) -> Any:
     if "layer" in inspect.signature(method.function).parameters:
         return method.function(model, x, target, layer=layer)
     return method.function(model, x, target)
 
 
-def method_maps(model: Sequential, x: np.ndarray, target: np.ndarray, method: str,
+def method_maps(model: Any, x: np.ndarray, target: np.ndarray, method: str,
                 layer: str | None = None) -> np.ndarray:
     """What the panels show for ``method`` (a name of :data:`npcam.METHODS`), at input
     resolution in [0, 1]: (N, H, W) heat maps for the layer methods, (N, 3, H, W) images

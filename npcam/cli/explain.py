@@ -43,7 +43,8 @@ from ..image import (
 from . import CliError
 from .demo import METHODS, method_maps
 
-__all__ = ["AUX_MODELS", "MAX_OVERLAY_SIDE", "explain_image", "explain_torchvision", "register"]
+__all__ = ["AUX_MODELS", "MAX_OVERLAY_SIDE", "explain_image", "explain_onnx", "explain_torchvision",
+           "register"]
 
 #: The longer side of the overlay ``npcam explain`` writes is at most this many pixels.
 MAX_OVERLAY_SIDE = 2048
@@ -256,8 +257,125 @@ def explain_torchvision(path: str, name: str, weights: str | None, out: str, met
     return c
 
 
+# ------------------------------------------------------------------------ ONNX
+def _onnx_graph(onnx_path: str, input_layout: str | None, log) -> Any:
+    try:
+        from ..interop.onnx import from_onnx
+
+        graph = from_onnx(onnx_path, input_layout=input_layout)
+    except ImportError as exc:
+        raise CliError("--onnx needs the onnx package; install the onnx extra: pip install "
+                       "'npcam[onnx]'.") from exc
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"--onnx {onnx_path}: {exc}") from exc
+    shape = graph.input_shape
+    if input_layout is None and shape is not None and len(shape) == 4 and shape[3] in (1, 3) \
+            and shape[1] not in (1, 3):
+        # an NHWC model (tf2onnx): fold its leading transpose so that the maps come out
+        # (N, C, H, W) like every other model's; the explanation is the same
+        try:
+            from ..interop.onnx import _fold_input_transpose
+
+            graph = _fold_input_transpose(graph)
+            log("the model takes NHWC images; explained through its NCHW core (--input-layout nchw)")
+        except ValueError:
+            pass
+    return graph
+
+
+def explain_onnx(path: str, onnx_path: str, out: str, method: str = "grad-cam", target: int | None = None,
+                 layer: str | None = None, input_size: tuple[int, int] | None = None,
+                 mean: list[float] | None = None, std: list[float] | None = None,
+                 input_layout: str | None = None, log=print) -> int:
+    """Explain the user's image with an ONNX model (:func:`npcam.from_onnx`); write an
+    overlay PNG; returns the explained class.
+
+    The image is resized to the graph's exported spatial size (``input_size`` only for a
+    graph whose spatial dimensions are dynamic), fed in [0, 1] RGB, or normalised as
+    ``(x − mean_c) / std_c`` with one ``mean`` and ``std`` per input channel. The top-5
+    classes (by index) and their softmax probabilities are printed.
+    """
+    if method not in METHODS:
+        raise CliError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    graph = _onnx_graph(onnx_path, input_layout, log)
+    shape = graph.input_shape
+    if shape is None or len(shape) != 4:
+        raise CliError(f"--onnx {onnx_path}: the model's input must be an image batch (N, C, H, W), got "
+                       f"the shape {shape}.")
+    channels, h, w = shape[1], shape[2], shape[3]
+    if h is not None and w is not None:
+        if input_size is not None:
+            raise CliError(f"--input-size applies only to a model with dynamic spatial dimensions; "
+                           f"{onnx_path} was exported at {h}x{w} (height x width).")
+    else:
+        if input_size is None:
+            raise CliError(f"{onnx_path} has dynamic spatial dimensions; give --input-size H W.")
+        if min(input_size) < 1:
+            raise CliError(f"--input-size must be two positive sizes, got {list(input_size)}.")
+        h, w = h or input_size[0], w or input_size[1]
+    if channels not in (None, 3):
+        raise CliError(f"--onnx {onnx_path}: the model takes {channels} input channels; npcam explain feeds "
+                       "RGB images (3 channels).")
+    for option, values in (("--mean", mean), ("--std", std)):
+        if values is not None and len(values) != 3:
+            raise CliError(f"{option} needs one value per input channel (3), got {len(values)}.")
+    if (mean is None) != (std is None):
+        raise CliError("--mean and --std go together; give both or neither.")
+    if std is not None and any(not np.isfinite(v) or v <= 0 for v in std):
+        raise CliError(f"--std values must be positive, got {std}.")
+    if mean is not None and any(not np.isfinite(v) for v in mean):
+        raise CliError(f"--mean values must be finite, got {mean}.")
+    height, width = image_size(path)
+    if (height, width) != (h, w):
+        log(f"resized {path} from {width}x{height} to the model's input {w}x{h}")
+    image = load_image(path, size=(h, w))
+    if mean is not None and std is not None:
+        image = (image - np.asarray(mean)[:, None, None]) / np.asarray(std)[:, None, None]
+    x = image[None]
+    logits = np.asarray(graph.forward(x), dtype=np.float64)
+    if logits.ndim != 2:
+        raise CliError(f"--onnx {onnx_path}: the model's output must be logits (N, classes), got the "
+                       f"shape {logits.shape}.")
+    classes = logits.shape[1]
+    if target is not None and not 0 <= target < classes:
+        raise CliError(f"--target must be in [0, {classes}), got {target}.")
+    log(f"top-5 classes of {onnx_path} (softmax probabilities"
+        f"{'; the final Softmax was dropped' if graph.output_softmax else ''}):")
+    for rank, (index, _, prob) in enumerate(_top_classes(logits[0], [""] * classes), start=1):
+        log(f"  {rank}. class {index}: {prob:.6f}")
+    c = int(logits.argmax()) if target is None else target
+    try:
+        maps = method_maps(graph, x, np.array([c]), method, layer)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if maps.ndim == 4:
+        picture = np.moveaxis(maps[0], 0, -1)
+    else:
+        shown = load_image(path, max_side=MAX_OVERLAY_SIDE)
+        heat = normalize(upsample(maps, shown.shape[1:]))
+        picture = overlay(shown, heat[0])
+    save_image(out, picture)
+    log(f"{method} for class {c} (logit {logits[0, c]:.3f}) written to {out}")
+    return c
+
+
 def _explain_command(args: argparse.Namespace) -> int:
     try:
+        if args.onnx is not None:
+            for option, value in (("--weights", args.weights), ("--resize", args.resize),
+                                  ("--crop", args.crop)):
+                if value is not None:
+                    raise CliError(f"{option} applies only with --torchvision, got {option} {value} "
+                                   "with --onnx.")
+            explain_onnx(args.image, args.onnx, args.out, args.method, args.target, args.layer,
+                         tuple(args.input_size) if args.input_size else None, args.mean, args.std,
+                         args.input_layout)
+            return 0
+        for option, value in (("--input-size", args.input_size), ("--mean", args.mean), ("--std", args.std),
+                              ("--input-layout", args.input_layout)):
+            if value is not None:
+                raise CliError(f"{option} applies only with --onnx, got {option} "
+                               f"{' '.join(map(str, value)) if isinstance(value, list) else value}.")
         if args.torchvision is not None:
             explain_torchvision(args.image, args.torchvision, args.weights, args.out, args.method,
                                 args.target, args.layer, args.resize, args.crop)
@@ -277,12 +395,13 @@ def _explain_command(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "explain",
-        help="explain your own image with a shipped model or a torchvision classifier",
+        help="explain your own image with a shipped model, a torchvision classifier or an ONNX model",
         description=(
             "Explain an image file with a shipped model (--model), which sees the image resized "
             "to its input size, or with a torchvision classifier and your weights (--torchvision "
             "NAME --weights FILE.safetensors), which sees the centre crop of its weights' preset "
-            "and prints the top-5 classes. The overlay is drawn at the image size reduced by the "
+            "and prints the top-5 classes, or with an ONNX model (--onnx FILE), fed the image resized "
+            "to its exported input size. The overlay is drawn at the image size reduced by the "
             f"smallest integer factor that makes its longer side at most {MAX_OVERLAY_SIDE} px."
         ),
     )
@@ -298,6 +417,19 @@ def register(subparsers) -> None:
         help="a torchvision classifier (resnet50, efficientnet_b0, ...; needs torch, torchvision and "
         "--weights), preprocessed with its weights' own preset",
     )
+    which.add_argument(
+        "--onnx", metavar="FILE",
+        help="an ONNX classifier (from torch.onnx.export, tf2onnx or jax2onnx; needs the onnx extra), "
+        "fed the image resized to its input size, in [0, 1] or normalised with --mean/--std",
+    )
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="with --onnx: the input size, only for a model with dynamic spatial dimensions")
+    p.add_argument("--mean", type=float, nargs="+", default=None,
+                   help="with --onnx: one mean per input channel (x - mean) / std")
+    p.add_argument("--std", type=float, nargs="+", default=None,
+                   help="with --onnx: one standard deviation per input channel")
+    p.add_argument("--input-layout", choices=["nchw"], default=None,
+                   help="with --onnx: remove an NHWC model's leading transpose (tf2onnx) so it takes NCHW")
     p.add_argument("--weights", metavar="FILE", default=None,
                    help="with --torchvision: its weights as a .safetensors file (convert a .pth with "
                    "safetensors.torch.save_file(torch.load(path, weights_only=True), FILE))")

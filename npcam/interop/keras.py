@@ -4,8 +4,9 @@ Keras stores images NHWC, conv kernels HWIO ``(kH, kW, C_in,
 C_out)`` and dense kernels ``(in, out)``; ``Flatten`` of an NHWC map orders features
 H·W·C, npcam's (as torch's) C·H·W. The converters below are pure NumPy. Keras' ``Conv2D``
 is a cross-correlation like torch's (no kernel flip). Its ``padding="same"`` pads
-asymmetrically in some cases, which npcam's symmetric padding cannot express: see
-:func:`tf_same_padding` and :func:`conv_padding_from_keras`.
+asymmetrically in some cases (the extra pixel after): :func:`conv_padding_from_keras`
+then gives npcam's ``padding=(left, right, top, bottom)``; the rule is
+:func:`tf_same_padding`.
 """
 
 from __future__ import annotations
@@ -123,52 +124,55 @@ def tf_same_padding(stride: Any, kernel_size: Any, input_size: Any) -> tuple[Pai
     return axis(ih, kh, sh), axis(iw, kw, sw)
 
 
-def check_keras_padding(padding: Any, stride: Any, kernel_size: Any, input_size: Any = None) -> None:
-    """Raise ``ValueError`` when Keras' ``padding`` cannot be expressed by npcam's
-    symmetric zero padding; return None when it can.
-
-    ``"valid"`` always can (no padding). ``"same"`` can when TF pads both sides equally
-    on both axes (:func:`tf_same_padding`). With stride 1 the padding does not depend on
-    the input size (``k − 1`` in total), so ``input_size`` may be omitted; with a larger
-    stride it is needed, and an odd total (e.g. stride 2, kernel 3, even input) or an even
-    kernel at stride 1 is refused. The error message shows the exact pre-padding that
-    reproduces TF: pad the input with ``numpy.pad`` yourself and use ``padding=0``.
-    """
+def _keras_pads(padding: Any, stride: Any, kernel_size: Any, input_size: Any) -> tuple[Pair, Pair]:
+    """``((top, bottom), (left, right))`` of Keras' ``padding``, or ``ValueError`` when the
+    arguments do not determine it."""
     mode, (sh, sw), (kh, kw) = _padding_args(padding, stride, kernel_size)
     if mode == "valid":
-        return
+        return (0, 0), (0, 0)
     if input_size is None:
         if (sh, sw) != (1, 1):
             raise ValueError(
                 f"padding='same' with stride {(sh, sw)} depends on the input size; pass "
                 "input_size=(H, W) of this layer's input."
             )
-        pads = ((kh - 1) // 2, kh - 1 - (kh - 1) // 2), ((kw - 1) // 2, kw - 1 - (kw - 1) // 2)
-        where = f"stride 1 and kernel {(kh, kw)}"
-    else:
-        pads = tf_same_padding((sh, sw), (kh, kw), input_size)
-        where = f"stride {(sh, sw)}, kernel {(kh, kw)} and input {as_pair('input_size', input_size)}"
-    if any(before != after for before, after in pads):
-        raise ValueError(
-            f"Keras padding='same' with {where} pads asymmetrically: (top, bottom), "
-            f"(left, right) = {pads}, the extra pixel after (TF's SAME rule). npcam's "
-            "symmetric padding cannot express it; pad the input with numpy.pad(x, ((0, 0), "
-            f"(0, 0), {pads[0]}, {pads[1]})) and use padding=0 instead."
-        )
+        # stride 1: k − 1 in total whatever the size, the extra pixel after
+        return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2), ((kw - 1) // 2, kw - 1 - (kw - 1) // 2)
+    return tf_same_padding((sh, sw), (kh, kw), input_size)
+
+
+def check_keras_padding(padding: Any, stride: Any, kernel_size: Any, input_size: Any = None) -> None:
+    """Raise ``ValueError`` when Keras' ``padding`` arguments do not determine the padding;
+    return None when they do (npcam expresses every Keras padding now, the asymmetric ones
+    as ``(left, right, top, bottom)``; see :func:`conv_padding_from_keras`).
+
+    ``padding`` must be ``"valid"`` or ``"same"`` (any case). With stride 1 the ``"same"``
+    padding does not depend on the input size (``k − 1`` in total), so ``input_size`` may
+    be omitted; with a larger stride it is needed.
+    """
+    _keras_pads(padding, stride, kernel_size, input_size)
 
 
 def conv_padding_from_keras(
     padding: Any, stride: Any, kernel_size: Any, input_size: Any = None
-) -> tuple[int, int]:
-    """npcam's ``Conv2d(padding=...)`` for a Keras ``Conv2D(padding=...)``: ``"valid"`` →
-    ``(0, 0)``; ``"same"`` → the symmetric ``(ph, pw)`` TF applies, e.g. ``(k − 1)/2`` for
-    stride 1 and odd k. ``ValueError`` where TF pads asymmetrically (see
-    :func:`check_keras_padding` and :func:`tf_same_padding` for the rule)."""
-    check_keras_padding(padding, stride, kernel_size, input_size)
-    mode, s, k = _padding_args(padding, stride, kernel_size)
-    if mode == "valid":
-        return 0, 0
-    if input_size is None:  # stride 1, odd kernels (checked above)
-        return (k[0] - 1) // 2, (k[1] - 1) // 2
-    (top, _), (left, _) = tf_same_padding(s, k, input_size)
-    return top, left
+) -> tuple[int, int] | tuple[int, int, int, int]:
+    """npcam's ``padding=`` for a Keras ``Conv2D(padding=...)`` (and ``MaxPooling2D`` /
+    ``AveragePooling2D``, which pad by the same rule).
+
+    ``"valid"`` → ``(0, 0)``. ``"same"`` → TF's padding (:func:`tf_same_padding`: in total
+    ``max((ceil(n/s) − 1)·s + k − n, 0)`` per axis, ``total // 2`` before and the rest
+    after): the pair ``(p_h, p_w)`` when both sides of each axis are equal, e.g.
+    ``(k − 1)/2`` for stride 1 and odd k; else the 4-tuple ``(left, right, top, bottom)``
+    (``torch.nn.functional.pad``'s order) that ``Conv2d``, ``MaxPool2d`` and ``AvgPool2d``
+    take, e.g. ``(0, 1, 0, 1)`` for stride 2, kernel 3 and an even input. ``input_size``
+    (H, W) of the layer's input is needed for ``"same"`` with a stride above 1.
+
+    For pooling: TF's ``"same"`` max-pool never picks the padding (as npcam's −inf
+    padding) and its average pool divides by the real inputs of each window
+    (``AvgPool2d(count_include_pad=False)``); the padding is at most ``k // 2`` per side,
+    so npcam's pools accept it.
+    """
+    (top, bottom), (left, right) = _keras_pads(padding, stride, kernel_size, input_size)
+    if top == bottom and left == right:
+        return top, left
+    return left, right, top, bottom

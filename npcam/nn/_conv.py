@@ -17,6 +17,11 @@ along one of three paths:
   big matrix product to batch; see :func:`_depthwise_forward` (phase planes, kH·kW
   contiguous slices per block of planes, one batched matrix–vector product).
 
+Every path takes the padding as ``(p_h, p_w)`` or as ``(left, right, top, bottom)`` (each
+side its own, torch ``F.pad``'s order): the padded plane is (H + top + bottom, W + left +
+right) and the input gradient is cut out of it at (top, left); a symmetric padding runs
+exactly the code it ran before.
+
 The tests check every path against the plain reference and against a naive loop.
 """
 
@@ -29,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .functional import Conv2dCache, _pad, _windows
+from .functional import Conv2dCache, Padding, _pad, _sides, _windows
 
 __all__ = ["CONV_CHUNK_BYTES", "DEPTHWISE_CHUNK_BYTES", "conv2d_backward", "conv2d_forward"]
 
@@ -65,13 +70,14 @@ def conv2d_forward(
     weight: np.ndarray,
     bias: np.ndarray | None = None,
     stride: tuple[int, int] = (1, 1),
-    padding: tuple[int, int] = (0, 0),
+    padding: Padding = (0, 0),
     groups: int = 1,
 ) -> tuple[np.ndarray, Conv2dCache]:
     r"""2-D cross-correlation (what deep learning calls convolution), optionally grouped.
 
-    With the input zero-padded by ``p``, stride ``s``, G = ``groups`` and output channel f
-    in group ``g = f // (F/G)``::
+    With the input zero-padded by ``padding`` (``(p_h, p_w)`` or ``(left, right, top,
+    bottom)``), stride ``s``, G = ``groups`` and output channel f in group
+    ``g = f // (F/G)``::
 
         out[n, f, h, w] = b[f] + Σ_{c',i,j} W[f, c', i, j] · x_pad[n, g·(C/G) + c', s_h·h + i, s_w·w + j]
 
@@ -108,8 +114,9 @@ def conv2d_backward(
     ``dW₂ = Σ_n dout_n · cols_nᵀ`` and ``dcols_n = W₂ᵀ · dout_n``. The input gradient is
     the *transposed convolution*: every column of ``dcols`` is scattered back, added onto
     the window it was read from — one strided slice of ``x_pad`` per kernel offset (i, j),
-    i.e. kH·kW vectorised additions. Then the padding is cut off. Input rows that no
-    window reached (when ``H + 2p − k`` is not a multiple of ``s``) keep a zero gradient,
+    i.e. kH·kW vectorised additions. Then the padding is cut off (rows ``[top, top + H)``,
+    columns ``[left, left + W)``). Input rows that no window reached (when
+    ``H + top + bottom − k`` is not a multiple of ``s``) keep a zero gradient,
     as they should. Depthwise convolution takes its own path (:func:`_depthwise_backward`).
     """
     db = dout.sum(axis=(0, 2, 3)) if param_grads and cache.has_bias else None
@@ -155,13 +162,13 @@ def _columns(windows: np.ndarray, images: slice, rows: slice) -> np.ndarray:
 _SMALL_MAP = 64
 
 
-def _is_pointwise(weight: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]) -> bool:
+def _is_pointwise(weight: np.ndarray, stride: tuple[int, int], padding: Padding) -> bool:
     """1×1 kernel, stride 1, no padding: the input (C, H·W) is its own column matrix."""
-    return weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+    return weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
 
 
 def _gemm_forward(
-    x: np.ndarray, weight: np.ndarray, stride: tuple[int, int], padding: tuple[int, int], groups: int
+    x: np.ndarray, weight: np.ndarray, stride: tuple[int, int], padding: Padding, groups: int
 ) -> np.ndarray:
     n, c = x.shape[:2]
     f, cg, kh, kw = weight.shape
@@ -177,7 +184,7 @@ def _gemm_forward(
             return np.ascontiguousarray(out2.transpose(1, 0, 2)).reshape(n, f, h, w)
         out = np.matmul(w3, np.ascontiguousarray(x).reshape(n, g, cg, h * w))
         return out.reshape(n, f, h, w)
-    windows = _windows(_pad(x, *padding), kh, kw, *stride)
+    windows = _windows(_pad(x, padding), kh, kw, *stride)
     h_out, w_out = windows.shape[2:4]
     out = np.empty((n, g, f // g, h_out * w_out), dtype=np.result_type(w3, windows))
     for images, rows in _tiles(n, h_out, 8 * c * kh * kw * w_out):  # bounded memory
@@ -194,7 +201,7 @@ def _gemm_backward(
     n, c, h, w = x.shape
     f, cg, kh, kw = cache.weight.shape
     sh, sw = cache.stride
-    ph, pw = cache.padding
+    top, bottom, left, right = _sides(cache.padding)
     h_out, w_out = dout.shape[2:]
     k = cg * kh * kw
     dout4 = dout.reshape(n, g, f // g, h_out * w_out)
@@ -215,7 +222,7 @@ def _gemm_backward(
         return dx, dw.reshape(cache.weight.shape)
 
     tiles = list(_tiles(n, h_out, 8 * c * kh * kw * w_out))
-    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
+    dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=dtype)
     for images, rows in tiles:
         r0, r1 = rows.start, rows.stop
         m = images.stop - images.start
@@ -227,11 +234,12 @@ def _gemm_backward(
             rows_in = slice(r0 * sh + i, (r1 - 1) * sh + i + 1, sh)
             for j in range(kw):
                 block[:, :, rows_in, j : j + sw * (w_out - 1) + 1 : sw] += dcols6[:, :, i, j]
-    dx = dxp if ph == 0 and pw == 0 else np.ascontiguousarray(dxp[:, :, ph : ph + h, pw : pw + w])
+    unpadded = top == bottom == left == right == 0
+    dx = dxp if unpadded else np.ascontiguousarray(dxp[:, :, top : top + h, left : left + w])
 
     if not param_grads:
         return dx, None
-    windows = _windows(_pad(x, ph, pw), kh, kw, sh, sw)
+    windows = _windows(_pad(x, cache.padding), kh, kw, sh, sw)
     dw = np.zeros((g, f // g, k), dtype=np.result_type(w3, dout4, windows))
     for images, rows in tiles:
         cols = _columns(windows, images, rows)
@@ -245,9 +253,9 @@ def _gemm_backward(
 class _Phases(NamedTuple):
     """Geometry of the depthwise path for one (H, W, kernel, stride, padding).
 
-    The zero-padded plane (H + 2p_h, W + 2p_w) is split into s_h·s_w *phase planes*,
-    ``phase[a, b][r, q] = x_pad[s_h·r + a, s_w·q + b]``, each (hq, wq) =
-    (ceil((H + 2p_h)/s_h), ceil((W + 2p_w)/s_w)) and stored flat with a few cells of slack.
+    The zero-padded plane (H_p, W_p) = (H + top + bottom, W + left + right) is split into
+    s_h·s_w *phase planes*, ``phase[a, b][r, q] = x_pad[s_h·r + a, s_w·q + b]``, each
+    (hq, wq) = (ceil(H_p/s_h), ceil(W_p/s_w)) and stored flat with a few cells of slack.
     Then every kernel tap (i, j) reads phase ``(i mod s_h, j mod s_w)`` at the offset
     ``(i div s_h)·wq + (j div s_w)``, and for all outputs at once the *contiguous* slice
     of length ``h_out·wq`` from there: outputs are computed in rows of width wq, of which
@@ -270,10 +278,12 @@ class _Phases(NamedTuple):
 
 
 def _phases(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
-            padding: tuple[int, int]) -> _Phases:
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    h_out, w_out = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    hq, wq = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
+            padding: Padding) -> _Phases:
+    (kh, kw), (sh, sw) = kernel, stride
+    ph, bottom, pw, right = _sides(padding)  # ph, pw: the padding before (top, left)
+    hp, wp = h + ph + bottom, w + pw + right  # the padded plane
+    h_out, w_out = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    hq, wq = -(-hp // sh), -(-wp // sw)
     # The last tap of the last phase starts at ((kh−1) div s_h)·wq + (kw−1) div s_w and reads
     # h_out·wq cells; h_out + (kh−1) div s_h <= hq, so (kw−1) div s_w cells of slack suffice.
     plane = hq * wq + (kw - 1) // sw
@@ -344,7 +354,7 @@ def _tap_columns(ph: np.ndarray, cols: np.ndarray, geo: _Phases, r0: int, r1: in
 
 
 def _depthwise_setup(
-    x_shape: tuple[int, ...], weight: np.ndarray, stride: tuple[int, int], padding: tuple[int, int],
+    x_shape: tuple[int, ...], weight: np.ndarray, stride: tuple[int, int], padding: Padding,
 ) -> tuple[_Phases, np.ndarray]:
     """The geometry and the per-plane weights (N·F, kH·kW) in tap order."""
     n, f = x_shape[0], weight.shape[0]
@@ -354,7 +364,7 @@ def _depthwise_setup(
 
 
 def _depthwise_forward(
-    x: np.ndarray, weight: np.ndarray, stride: tuple[int, int], padding: tuple[int, int], groups: int
+    x: np.ndarray, weight: np.ndarray, stride: tuple[int, int], padding: Padding, groups: int
 ) -> np.ndarray:
     r"""Depthwise convolution: output plane (n, f) is input plane (n, f // (F/G)) correlated
     with its own kH×kW filter, ``out[n, f] = Σ_{i,j} W[f, 0, i, j] · x_pad[n, c, s·h + i, s·w + j]``.

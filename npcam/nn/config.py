@@ -71,6 +71,22 @@ def _pair(where: _Where, name: str, value: Any, low: int, high: int) -> tuple[in
     return v, v
 
 
+def _padding(where: _Where, value: Any) -> tuple[int, ...]:
+    """``padding``: an int, a pair ``(p_h, p_w)`` or four ints ``(left, right, top, bottom)``,
+    each in [0, MAX_KERNEL_SIZE] (the layer stores a symmetric 4-tuple as the pair)."""
+    if isinstance(value, (list, tuple)) and len(value) == 4:
+        return tuple(_int(where, "padding", v, 0, MAX_KERNEL_SIZE) for v in value)
+    if isinstance(value, (list, tuple)) and len(value) != 2:
+        raise ValueError(f"{where}: padding must be an int, a pair of ints or 4 ints (left, right, top, "
+                         f"bottom), got {len(value)} entries.")
+    if not isinstance(value, (list, tuple)) and (
+        isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+    ):
+        raise TypeError(f"{where}: padding must be an int, a pair of ints or 4 ints (left, right, top, "
+                        f"bottom), got {describe(value)}.")
+    return _pair(where, "padding", value, 0, MAX_KERNEL_SIZE)
+
+
 def _bool(where: _Where, name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where}: {name} must be true or false, got {describe(value)}.")
@@ -98,7 +114,7 @@ def _conv(w: _Where, c: dict[str, Any]) -> dict[str, Any]:
         "out_channels": _int(w, "out_channels", c["out_channels"], 1, MAX_CHANNELS),
         "kernel_size": _pair(w, "kernel_size", c["kernel_size"], 1, MAX_KERNEL_SIZE),
         "stride": _pair(w, "stride", c.get("stride", 1), 1, MAX_KERNEL_SIZE),
-        "padding": _pair(w, "padding", c.get("padding", 0), 0, MAX_KERNEL_SIZE),
+        "padding": _padding(w, c.get("padding", 0)),
         "bias": _bool(w, "bias", c.get("bias", True)),
         "groups": _int(w, "groups", c.get("groups", 1), 1, MAX_CHANNELS),
     }
@@ -123,7 +139,7 @@ def _maxpool(w: _Where, c: dict[str, Any]) -> dict[str, Any]:
     return {
         "kernel_size": _pair(w, "kernel_size", c["kernel_size"], 1, MAX_KERNEL_SIZE),
         "stride": None if stride is None else _pair(w, "stride", stride, 1, MAX_KERNEL_SIZE),
-        "padding": _pair(w, "padding", c.get("padding", 0), 0, MAX_KERNEL_SIZE),
+        "padding": _padding(w, c.get("padding", 0)),
         "ceil_mode": _bool(w, "ceil_mode", c.get("ceil_mode", False)),
     }
 
@@ -203,9 +219,10 @@ def _generic_types() -> dict[str, type[Layer]]:
     for cls in (
         layers.AvgPool2d, layers.AdaptiveAvgPool2d, activations.ReLU6, activations.Hardswish,
         activations.Hardsigmoid, activations.SiLU, activations.Sigmoid, activations.GELU,
-        activations.LayerNorm, ops.Add, ops.AddConstant, ops.Chunk, ops.Concat, ops.Identity,
-        ops.Index, ops.Mean, ops.Mul, ops.MulConstant, ops.Parameter, ops.Permute, ops.Reshape,
-        ops.Split, ops.Transpose, ops.Unsqueeze, ops.View,
+        activations.LayerNorm, ops.Add, ops.AddConstant, ops.Chunk, ops.ClipAffine, ops.Concat,
+        ops.Div, ops.Erf, ops.Identity, ops.Index, ops.Mean, ops.Mul, ops.MulConstant, ops.Pad,
+        ops.Parameter, ops.Permute, ops.Reshape, ops.Split, ops.Sub, ops.Sum, ops.Transpose, ops.Unsqueeze,
+        ops.View,
     ):
         out[cls.__name__] = cls
     return out
@@ -382,9 +399,13 @@ class _GraphPlan:
     output: str
     default_layer_name: str | None
     ambiguous: dict[str, list[str]]
+    input_shape: list[int | None] | None = None
+    output_softmax: bool = False
+    import_notes: tuple[str, ...] = ()
 
 
-_GRAPH_FIELDS = ("type", "nodes", "output", "default_layer_name", "ambiguous")
+_GRAPH_FIELDS = ("type", "nodes", "output", "default_layer_name", "ambiguous", "input_shape",
+                 "output_softmax", "import_notes")
 _NODE_FIELDS = ("name", "layer", "inputs", "same_layer_as", "aliases", "from_module", "inplace", "state_keys")
 
 
@@ -417,6 +438,22 @@ def _check_graph(config: Mapping[str, Any], budget: _Budget) -> _GraphPlan:
     if not isinstance(ambiguous_raw, Mapping):
         raise TypeError(f"config (Graph): ambiguous must be a mapping, got {describe(ambiguous_raw)}.")
     ambiguous = {str(k): list(_names("config (Graph)", v, "ambiguous")) for k, v in ambiguous_raw.items()}
+    input_shape = config.get("input_shape")
+    if input_shape is not None and (
+        not isinstance(input_shape, (list, tuple)) or not 0 < len(input_shape) <= 8
+        or not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 < v <= _MAX_FIELD_INT)
+                   for v in input_shape)
+    ):
+        raise ValueError(f"config (Graph): input_shape must be a list of positive ints or nulls, got "
+                         f"{describe(input_shape)}.")
+    output_softmax = config.get("output_softmax", False)
+    if not isinstance(output_softmax, bool):
+        raise TypeError(f"config (Graph): output_softmax must be a bool, got {describe(output_softmax)}.")
+    notes = config.get("import_notes", [])
+    if not isinstance(notes, (list, tuple)) or len(notes) > 64 or not all(
+            isinstance(v, str) and len(v) <= 1000 for v in notes):
+        raise TypeError("config (Graph): import_notes must be a list of at most 64 str of at most 1000 "
+                        "characters.")
     nodes: list[_GraphNode] = []
     layers_seen: set[str] = set()
     for i, entry in enumerate(entries):
@@ -455,7 +492,8 @@ def _check_graph(config: Mapping[str, Any], budget: _Budget) -> _GraphPlan:
         layers_seen.add(name)
         nodes.append(_GraphNode(name, leaf, same, inputs, aliases, flags["from_module"],
                                 flags["inplace"], dict(keys)))
-    return _GraphPlan(nodes, output, default, ambiguous)
+    return _GraphPlan(nodes, output, default, ambiguous, None if input_shape is None else list(input_shape),
+                      output_softmax, tuple(notes))
 
 
 def _graph_shapes(plan: _GraphPlan, out: dict[str, tuple[int, ...]]) -> None:
@@ -476,7 +514,9 @@ def _build_graph(plan: _GraphPlan, rng: Any) -> Any:
         layer = built[n.same_as] if n.same_as is not None else _build(n.leaf, rng)  # type: ignore[arg-type]
         built[n.name] = layer  # type: ignore[assignment]
         nodes.append(Node(n.name, layer, n.inputs, n.aliases, n.from_module, n.inplace, n.state_keys))  # type: ignore[arg-type]
-    return Graph(nodes, plan.output, default_layer_name=plan.default_layer_name, ambiguous=plan.ambiguous)
+    return Graph(nodes, plan.output, default_layer_name=plan.default_layer_name, ambiguous=plan.ambiguous,
+                 input_shape=plan.input_shape, output_softmax=plan.output_softmax,
+                 import_notes=plan.import_notes)
 
 
 def _shapes(node: _Leaf | _Container | _GraphPlan, prefix: str, out: dict[str, tuple[int, ...]]) -> None:

@@ -31,6 +31,13 @@ Pooling and convolution windows are counted by :func:`pool_output_size`:
 ``floor((n + 2p − k)/s) + 1`` (``ceil`` in ceil mode, minus one when the last window would
 start at or beyond ``n + p``, i.e. in the right padding only).
 
+Padding (convolution and pooling) is ``(p_h, p_w)``, the same on both sides of each axis,
+or ``(left, right, top, bottom)`` — the order of ``torch.nn.functional.pad`` — each side
+its own (ONNX's ``pads = [top, left, bottom, right]``). Along an axis padded by ``b``
+before and ``a`` after, the window count is ``floor((n + b + a − k)/s) + 1`` and the
+operation is exactly an explicit pad (zeros; −inf for the max) followed by the unpadded
+operation, its input gradient the padded one with the padding cut off.
+
 The activations of modern CNNs (ReLU6, Hardsigmoid, Hardswish, Sigmoid, SiLU, GELU) and
 layer normalisation follow the same contract (:func:`layer_norm_backward` also returns the
 affine parameters' gradients); their kinks, measured on torch 2.14.1 in float64:
@@ -130,31 +137,55 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- convolution
+#: A padding: ``(p_h, p_w)`` (both sides of each axis alike) or ``(left, right, top,
+#: bottom)`` (torch ``F.pad``'s order).
+Padding = tuple[int, ...]
+
+
+def _sides(padding: Padding) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of a padding ``(p_h, p_w)`` or ``(left, right, top, bottom)``."""
+    if len(padding) == 4:
+        left, right, top, bottom = padding
+        return top, bottom, left, right
+    ph, pw = padding
+    return ph, ph, pw, pw
+
+
 class Conv2dCache(NamedTuple):
     x: np.ndarray  # the unpadded input: padding again for dW costs less memory than keeping it
     weight: np.ndarray
     stride: tuple[int, int]
-    padding: tuple[int, int]
+    padding: Padding
     has_bias: bool
     groups: int = 1
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+def conv_output_size(
+    size: int, kernel: int, stride: int, padding: int, padding_end: int | None = None
+) -> int:
     """Output length of a convolution or pooling window along one axis:
-    ``floor((size + 2·padding − kernel) / stride) + 1`` (0 or less: the window does not fit).
+    ``floor((size + 2·padding − kernel) / stride) + 1``, or with ``padding_end`` (padding
+    before and after differing) ``floor((size + padding + padding_end − kernel) / stride) + 1``
+    (0 or less: the window does not fit).
     """
-    return (size + 2 * padding - kernel) // stride + 1
+    end = padding if padding_end is None else padding_end
+    return (size + padding + end - kernel) // stride + 1
 
 
-def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
+def pool_output_size(
+    size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False, padding_end: int | None = None
+) -> int:
     """Output length of a pooling window along one axis, torch's rule.
 
     ``floor((n + 2p − k)/s) + 1``; in ceil mode ``ceil((n + 2p − k)/s) + 1``, minus one
     if that last window would start at or beyond ``n + p`` (in the right padding only):
     e.g. (n, k, s, p) = (5, 2, 2, 1) gives ``ceil(5/2) + 1 = 4``, but window 3 would start
-    at 6 = n + p, so 3. 0 or less: the window does not fit.
+    at 6 = n + p, so 3. 0 or less: the window does not fit. With ``padding_end`` the axis
+    is padded by ``padding`` before and ``padding_end`` after, ``2p`` becoming their sum
+    (the layers refuse ceil mode with such a padding).
     """
-    span = size + 2 * padding - kernel
+    end = padding if padding_end is None else padding_end
+    span = size + padding + end - kernel
     if not ceil_mode:
         return span // stride + 1
     out = -(-span // stride) + 1
@@ -163,10 +194,12 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mod
     return out
 
 
-def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
-    if ph == 0 and pw == 0:
+def _pad(x: np.ndarray, padding: Padding) -> np.ndarray:
+    """x zero-padded on its last two axes (no copy without padding)."""
+    top, bottom, left, right = _sides(padding)
+    if top == bottom == left == right == 0:
         return x
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
 
 
 def _windows(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
@@ -179,20 +212,23 @@ def conv2d_forward(
     weight: np.ndarray,
     bias: np.ndarray | None = None,
     stride: tuple[int, int] = (1, 1),
-    padding: tuple[int, int] = (0, 0),
+    padding: Padding = (0, 0),
     groups: int = 1,
 ) -> tuple[np.ndarray, Conv2dCache]:
     r"""2-D cross-correlation (what deep learning calls convolution), optionally grouped.
 
     x (N, C, H, W), W (F, C/G, kH, kW), b (F,), with G = ``groups`` dividing C and F.
-    With the input zero-padded by ``p`` and stride ``s``, output channel f of group
+    With the input zero-padded by ``padding`` — ``(p_h, p_w)`` on both sides, or
+    ``(left, right, top, bottom)`` each side its own, so that ``x_pad`` is
+    (N, C, H + top + bottom, W + left + right) — and stride ``s``, output channel f of group
     ``g = f // (F/G)`` reads only the input channels of its group,
     ``c = g·(C/G) + c'``::
 
         out[n, f, h, w] = b[f] + Σ_{c',i,j} W[f, c', i, j] · x_pad[n, g·(C/G) + c', s_h·h + i, s_w·w + j]
 
     G = 1 is the ordinary convolution (every output reads every input channel);
-    G = C = F is *depthwise* convolution (one kH×kW filter per channel).
+    G = C = F is *depthwise* convolution (one kH×kW filter per channel). The output is
+    (N, F, floor((H + top + bottom − kH)/s_h) + 1, floor((W + left + right − kW)/s_w) + 1).
 
     Written as it reads: the windows ``x_pad[n, c, s_h·h + i, s_w·w + j]`` are a strided
     view (no copy) of shape (N, C, H_out, W_out, kH, kW), contracted with W over
@@ -201,7 +237,7 @@ def conv2d_forward(
     """
     f, cg, kh, kw = weight.shape
     fg = f // groups
-    windows = _windows(_pad(x, *padding), kh, kw, *stride)
+    windows = _windows(_pad(x, padding), kh, kw, *stride)
     out = np.empty((x.shape[0], f, *windows.shape[2:4]), dtype=np.result_type(x, weight))
     for g in range(groups):  # the readable reference may loop over groups; _conv does not
         ins, outs = slice(g * cg, (g + 1) * cg), slice(g * fg, (g + 1) * fg)
@@ -235,9 +271,10 @@ def conv2d_backward(
     n, c, h, w = x.shape
     f, cg, kh, kw = weight.shape
     fg = f // groups
-    (sh, sw), (ph, pw) = cache.stride, cache.padding
+    sh, sw = cache.stride
+    top, bottom, left, right = _sides(cache.padding)
     h_out, w_out = dout.shape[2:]
-    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=np.result_type(weight, dout))
+    dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=np.result_type(weight, dout))
     for g in range(groups):
         ins, outs = slice(g * cg, (g + 1) * cg), slice(g * fg, (g + 1) * fg)
         for i in range(kh):
@@ -246,10 +283,10 @@ def conv2d_backward(
                 cols = slice(j, j + sw * (w_out - 1) + 1, sw)
                 dxp[:, ins, rows, cols] += np.einsum(
                     "nfhw,fc->nchw", dout[:, outs], weight[outs, :, i, j], optimize=True)
-    dx = dxp[:, :, ph : ph + h, pw : pw + w]
+    dx = dxp[:, :, top : top + h, left : left + w]
     if not param_grads:
         return np.ascontiguousarray(dx), None, None
-    windows = _windows(_pad(x, ph, pw), kh, kw, sh, sw)
+    windows = _windows(_pad(x, cache.padding), kh, kw, sh, sw)
     dw = np.empty(weight.shape, dtype=np.result_type(weight, dout, x))
     for g in range(groups):
         ins, outs = slice(g * cg, (g + 1) * cg), slice(g * fg, (g + 1) * fg)
@@ -299,35 +336,38 @@ class MaxPool2dCache(NamedTuple):
 
 
 def _pool_pad(
-    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Padding,
     ceil_mode: bool, value: float,
 ) -> tuple[np.ndarray, int, int]:
-    """x padded by ``padding`` on every side with ``value``, plus the ceil-mode overhang at
-    the bottom and right, so that all ``pool_output_size`` windows fit; and that size."""
+    """x padded by ``padding`` with ``value``, plus the ceil-mode overhang at the bottom
+    and right, so that all ``pool_output_size`` windows fit; and that size."""
     h, w = x.shape[2:]
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    h_out = pool_output_size(h, kh, sh, ph, ceil_mode)
-    w_out = pool_output_size(w, kw, sw, pw, ceil_mode)
-    bottom = max(ph, (h_out - 1) * sh + kh - h - ph)
-    right = max(pw, (w_out - 1) * sw + kw - w - pw)
-    if ph == pw == bottom == right == 0:
+    (kh, kw), (sh, sw) = kernel, stride
+    top, bottom, left, right = _sides(padding)
+    h_out = pool_output_size(h, kh, sh, top, ceil_mode, bottom)
+    w_out = pool_output_size(w, kw, sw, left, ceil_mode, right)
+    bottom = max(bottom, (h_out - 1) * sh + kh - h - top)
+    right = max(right, (w_out - 1) * sw + kw - w - left)
+    if top == left == bottom == right == 0:
         return x, h_out, w_out
-    return np.pad(x, ((0, 0), (0, 0), (ph, bottom), (pw, right)), constant_values=value), h_out, w_out
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value), h_out, w_out
 
 
 def max_pool2d_forward(
     x: np.ndarray,
     kernel: tuple[int, int],
     stride: tuple[int, int],
-    padding: tuple[int, int] = (0, 0),
+    padding: Padding = (0, 0),
     ceil_mode: bool = False,
 ) -> tuple[np.ndarray, MaxPool2dCache]:
     r"""``out[n, c, h, w] = max_{i,j} x_pad[n, c, s_h·h + i, s_w·w + j]`` over a kH×kW window.
 
-    ``x_pad`` is x padded with −inf by ``padding`` on every side (and, in ceil mode, on the
-    bottom and right up to the last window; output size :func:`pool_output_size`). With
-    ``padding ≤ kernel // 2`` (torch's condition, checked by the layer) every window holds
-    a real input, so the maximum is always a real input and padding never wins.
+    ``x_pad`` is x padded with −inf by ``padding`` — ``(p_h, p_w)`` on both sides or
+    ``(left, right, top, bottom)`` — (and, in ceil mode, on the bottom and right up to the
+    last window; output size :func:`pool_output_size`, ``floor((H + top + bottom − kH)/s_h)
+    + 1`` rows). With every side ``≤ kernel // 2`` of its axis (torch's condition, checked
+    by the layer) every window holds a real input, so the maximum is always a real input
+    and padding never wins.
 
     The position of the maximum is remembered for the backward pass. On ties it is the
     first maximum of the window in row-major order (``argmax``'s rule, and PyTorch's).
@@ -335,7 +375,7 @@ def max_pool2d_forward(
     n, c, h, w = x.shape
     kh, kw = kernel
     sh, sw = stride
-    ph, pw = padding
+    top, _, left, _ = _sides(padding)
     xp, h_out, w_out = _pool_pad(x, kernel, stride, padding, ceil_mode, -np.inf)
     windows = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, : sh * (h_out - 1) + 1 : sh,
                                                              : sw * (w_out - 1) + 1 : sw]
@@ -343,8 +383,8 @@ def max_pool2d_forward(
     k = flat.argmax(axis=-1)
     out = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
     # Window-local index k = i·kW + j  ->  flat index in the unpadded input plane.
-    rows = np.arange(h_out)[:, None] * sh + k // kw - ph
-    cols = np.arange(w_out)[None, :] * sw + k % kw - pw
+    rows = np.arange(h_out)[:, None] * sh + k // kw - top
+    cols = np.arange(w_out)[None, :] * sw + k % kw - left
     return out, MaxPool2dCache(x.shape, rows * w + cols)
 
 
@@ -367,18 +407,18 @@ class AvgPool2dCache(NamedTuple):
     x_shape: tuple[int, ...]
     kernel: tuple[int, int]
     stride: tuple[int, int]
-    padding: tuple[int, int]
+    padding: Padding
     divisor: np.ndarray  # (H_out, W_out): what each output's window sum was divided by
 
 
 def _avg_divisor(
-    size: int, out: int, kernel: int, stride: int, padding: int, include_pad: bool
+    size: int, out: int, kernel: int, stride: int, before: int, after: int, include_pad: bool
 ) -> np.ndarray:
-    """Per output position along one axis: the cells of its window inside ``[−p, n + p)``
-    (count_include_pad) or inside the input ``[0, n)`` — torch's rule; the ceil-mode
-    overhang beyond ``n + p`` never counts."""
-    start = np.arange(out) * stride - padding
-    end = np.minimum(start + kernel, size + padding)
+    """Per output position along one axis: the cells of its window inside ``[−b, n + a)``
+    (count_include_pad; padding ``b`` before, ``a`` after) or inside the input ``[0, n)``
+    — torch's rule; the ceil-mode overhang beyond ``n + a`` never counts."""
+    start = np.arange(out) * stride - before
+    end = np.minimum(start + kernel, size + after)
     if not include_pad:
         start, end = np.maximum(start, 0), np.minimum(end, size)
     return (end - start).astype(np.float64)
@@ -388,15 +428,16 @@ def avg_pool2d_forward(
     x: np.ndarray,
     kernel: tuple[int, int],
     stride: tuple[int, int],
-    padding: tuple[int, int] = (0, 0),
+    padding: Padding = (0, 0),
     ceil_mode: bool = False,
     count_include_pad: bool = True,
 ) -> tuple[np.ndarray, AvgPool2dCache]:
     r"""``out[n, c, h, w] = (1/d[h, w]) Σ_{i,j} x_pad[n, c, s_h·h + i, s_w·w + j]``.
 
-    ``x_pad`` is x zero-padded by ``padding`` (plus the ceil-mode overhang, output size
+    ``x_pad`` is x zero-padded by ``padding`` — ``(p_h, p_w)`` on both sides or ``(left,
+    right, top, bottom)`` — (plus the ceil-mode overhang, output size
     :func:`pool_output_size`). The divisor is torch's, ``d[h, w] = d_h[h]·d_w[w]`` with
-    ``d_h[h]`` the number of window rows inside ``[−p_h, H + p_h)`` when
+    ``d_h[h]`` the number of window rows inside ``[−top, H + bottom)`` when
     ``count_include_pad`` (``k_h`` except at a ceil-mode overhang) and inside the real
     rows ``[0, H)`` otherwise. So with padding 1 the corner of an all-ones map pools to
     4/9 (counted) or 1 (not counted).
@@ -410,8 +451,9 @@ def avg_pool2d_forward(
         for j in range(kw):
             out += xp[:, :, i : i + sh * (h_out - 1) + 1 : sh, j : j + sw * (w_out - 1) + 1 : sw]
     h, w = x.shape[2:]
-    divisor = np.outer(_avg_divisor(h, h_out, kh, sh, padding[0], count_include_pad),
-                       _avg_divisor(w, w_out, kw, sw, padding[1], count_include_pad))
+    top, bottom, left, right = _sides(padding)
+    divisor = np.outer(_avg_divisor(h, h_out, kh, sh, top, bottom, count_include_pad),
+                       _avg_divisor(w, w_out, kw, sw, left, right, count_include_pad))
     out /= divisor
     return out, AvgPool2dCache(x.shape, kernel, stride, padding, divisor)
 
@@ -424,15 +466,16 @@ def avg_pool2d_backward(dout: np.ndarray, cache: AvgPool2dCache) -> np.ndarray:
     the padding (and any ceil-mode overhang) is cut off: padded cells get nothing.
     """
     n, c, h, w = cache.x_shape
-    (kh, kw), (sh, sw), (ph, pw) = cache.kernel, cache.stride, cache.padding
+    (kh, kw), (sh, sw) = cache.kernel, cache.stride
+    top, bottom, left, right = _sides(cache.padding)
     h_out, w_out = dout.shape[2:]
     g = dout / cache.divisor
-    dxp = np.zeros((n, c, max(h + 2 * ph, (h_out - 1) * sh + kh), max(w + 2 * pw, (w_out - 1) * sw + kw)),
-                   dtype=g.dtype)
+    dxp = np.zeros((n, c, max(h + top + bottom, (h_out - 1) * sh + kh),
+                    max(w + left + right, (w_out - 1) * sw + kw)), dtype=g.dtype)
     for i in range(kh):
         for j in range(kw):
             dxp[:, :, i : i + sh * (h_out - 1) + 1 : sh, j : j + sw * (w_out - 1) + 1 : sw] += g
-    return np.ascontiguousarray(dxp[:, :, ph : ph + h, pw : pw + w])
+    return np.ascontiguousarray(dxp[:, :, top : top + h, left : left + w])
 
 
 # --------------------------------------------------------------- adaptive average pooling

@@ -102,6 +102,22 @@ class Node:
         return {a: self.state_keys.get(a, f"{self.name}.{a}") for a in attrs}
 
 
+def _input_shape(shape: Any) -> tuple[int | None, ...] | None:
+    if shape is None:
+        return None
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape:
+        raise TypeError(f"input_shape must be a non-empty sequence of ints or None, got {describe(shape)}.")
+    out: list[int | None] = []
+    for v in shape:
+        if v is None:
+            out.append(None)
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1:
+            out.append(int(v))
+        else:
+            raise ValueError(f"input_shape entries must be positive ints or None, got {list(shape)}.")
+    return tuple(out)
+
+
 def _arity(layer: Layer) -> int | None:
     return layer.num_inputs if isinstance(layer, Op) else 1
 
@@ -137,6 +153,15 @@ class Graph(ModelBase):
     ambiguous : mapping of str to list of str, optional
         Names that denote several nodes (a module path called more than once) and are
         therefore refused as a ``layer``, with their node names.
+    input_shape : sequence of int or None, optional
+        The input shape the graph is valid for, ``None`` for a free axis (an ONNX import
+        is specialised to its exported spatial size: ``(None, 3, 224, 224)``); checked by
+        every forward pass. Default: any shape.
+    output_softmax : bool
+        The model ended in a softmax that was dropped (:func:`npcam.from_onnx`): the
+        graph's output is the logits, the softmax's input.
+    import_notes : sequence of str
+        What an importer changed (e.g. float32 attributes snapped to exact constants).
 
     Attributes
     ----------
@@ -151,6 +176,9 @@ class Graph(ModelBase):
         *,
         default_layer_name: str | None = None,
         ambiguous: Mapping[str, Sequence[str]] | None = None,
+        input_shape: Sequence[int | None] | None = None,
+        output_softmax: bool = False,
+        import_notes: Sequence[str] = (),
     ) -> None:
         if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence):
             raise TypeError("nodes must be a sequence of (name, layer, inputs) triples, got "
@@ -205,6 +233,13 @@ class Graph(ModelBase):
         if default_layer_name is not None and not known:
             raise ValueError(f"default_layer_name {default_layer_name!r} names no node of the graph.")
         self.default_layer_name = default_layer_name
+        self.input_shape = _input_shape(input_shape)
+        if not isinstance(output_softmax, (bool, np.bool_)):
+            raise TypeError(f"output_softmax must be a bool, got {describe(output_softmax)}.")
+        self.output_softmax = bool(output_softmax)
+        if isinstance(import_notes, str) or not all(isinstance(s, str) for s in import_notes):
+            raise TypeError(f"import_notes must be a sequence of str, got {describe(import_notes)}.")
+        self.import_notes = list(import_notes)
         self.training = False
         self._reset_convenience()
 
@@ -326,6 +361,7 @@ class Graph(ModelBase):
         BatchNorm's output that only a ReLU read.
         """
         x = as_float_array("x", x, finite=True)
+        self._check_input_shape(x)
         values: dict[str, np.ndarray] = {INPUT: x}
         if keep is None:
             return self._run(self.nodes, values, {}, x)
@@ -703,12 +739,30 @@ class Graph(ModelBase):
             out["default_layer_name"] = self.default_layer_name
         if self.ambiguous:
             out["ambiguous"] = {k: list(v) for k, v in self.ambiguous.items()}
+        if self.input_shape is not None:
+            out["input_shape"] = list(self.input_shape)
+        if self.output_softmax:
+            out["output_softmax"] = True
+        if self.import_notes:
+            out["import_notes"] = list(self.import_notes)
         return out
 
     def replace(self, nodes: Iterable[Node]) -> Graph:
-        """A graph with the same output, default layer and ambiguous names over ``nodes``."""
+        """A graph with the same output, default layer, ambiguous names, input shape and
+        import record over ``nodes``."""
         return Graph(list(nodes), self._output, default_layer_name=self.default_layer_name,
-                     ambiguous=self.ambiguous)
+                     ambiguous=self.ambiguous, input_shape=self.input_shape,
+                     output_softmax=self.output_softmax, import_notes=self.import_notes)
+
+    def _check_input_shape(self, x: np.ndarray) -> None:
+        want = self.input_shape
+        if want is None:
+            return
+        if x.ndim != len(want) or any(w is not None and w != n for w, n in zip(want, x.shape, strict=True)):
+            shown = "(" + ", ".join("N" if w is None and i == 0 else "*" if w is None else str(w)
+                                    for i, w in enumerate(want)) + ")"
+            raise ValueError(f"x must have shape {shown} (the shape this graph was exported at), got "
+                             f"{x.shape}.")
 
     def copy(self) -> Graph:
         """A deep copy (layers and weights included; layers shared by several nodes stay shared)."""

@@ -218,6 +218,24 @@ def _bounded_pair(name: str, value: Any, bound: int, *, minimum: int = 1) -> tup
     return pair
 
 
+def _padding(value: Any) -> tuple[int, ...]:
+    """``padding`` as a layer stores it: ``(p_h, p_w)`` when the same on both sides of each
+    axis (an int, a pair, or a 4-tuple with left == right and top == bottom), else the
+    4-tuple ``(left, right, top, bottom)``; every side an int in [0, MAX_KERNEL_SIZE]."""
+    if isinstance(value, (tuple, list)) and len(value) == 4:
+        sides = tuple(as_positive_int("padding", v, minimum=0) for v in value)
+        if max(sides) > MAX_KERNEL_SIZE:
+            raise ValueError(f"padding must be at most {MAX_KERNEL_SIZE} on every side, got {sides}.")
+        left, right, top, bottom = sides
+        return (top, left) if left == right and top == bottom else sides
+    if isinstance(value, (tuple, list)) and len(value) != 2:
+        raise ValueError(
+            "padding must be an int, a pair (rows, cols) or a 4-tuple (left, right, top, bottom), "
+            f"got {len(value)} entries."
+        )
+    return _bounded_pair("padding", value, MAX_KERNEL_SIZE, minimum=0)
+
+
 def _check_parameter_count(layer: str, count: int) -> None:
     if count > MAX_LAYER_PARAMETERS:
         raise ValueError(
@@ -244,14 +262,23 @@ class Conv2d(Layer):
         out[n, f, h, w] = b[f] + Σ_{c',i,j} W[f, c', i, j] · x_pad[n, g·C_in/G + c', s_h·h + i, s_w·w + j]
 
     (x zero-padded by ``padding``; see :func:`npcam.nn.functional.conv2d_forward`).
-    ``groups = in_channels = out_channels`` is depthwise convolution.
+    ``groups = in_channels = out_channels`` is depthwise convolution. The output is
+    (N, C_out, H_out, W_out) with ``H_out = floor((H + top + bottom − kH)/s_h) + 1`` and
+    ``W_out = floor((W + left + right − kW)/s_w) + 1``.
 
     Parameters
     ----------
     in_channels, out_channels : int
         Channel counts, both divisible by ``groups``.
-    kernel_size, stride, padding : int or (int, int)
-        Per axis (rows, columns); asymmetric kernels and paddings allowed.
+    kernel_size, stride : int or (int, int)
+        Per axis (rows, columns); non-square kernels and strides allowed.
+    padding : int, (int, int) or (int, int, int, int)
+        Zeros added around the input: an int p (every side), ``(p_h, p_w)`` (p_h above and
+        below, p_w left and right), or ``(left, right, top, bottom)`` — the order of
+        ``torch.nn.functional.pad`` — each side its own, as TensorFlow's ``"same"`` pads
+        (the extra pixel after) and ONNX's ``pads = [top, left, bottom, right]`` can ask;
+        the layer then equals ``F.pad(x, padding)`` followed by the unpadded convolution.
+        A 4-tuple with left == right and top == bottom is stored as ``(top, left)``.
     bias : bool
         Whether the layer has a bias.
     groups : int
@@ -265,6 +292,8 @@ class Conv2d(Layer):
     weight : ndarray, (C_out, C_in/G, kH, kW)
         torch's layout.
     bias : ndarray (C_out,) or None
+    padding : (int, int) or (int, int, int, int)
+        ``(p_h, p_w)``, or ``(left, right, top, bottom)`` when the sides differ.
     """
 
     param_names = ("weight", "bias")
@@ -275,7 +304,7 @@ class Conv2d(Layer):
         out_channels: int,
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
+        padding: int | tuple[int, ...] = 0,
         bias: bool = True,
         groups: int = 1,
         rng: RngLike | bool = None,
@@ -285,7 +314,7 @@ class Conv2d(Layer):
         self.out_channels = _bounded("out_channels", out_channels, MAX_CHANNELS)
         self.kernel_size = _bounded_pair("kernel_size", kernel_size, MAX_KERNEL_SIZE)
         self.stride = _bounded_pair("stride", stride, MAX_KERNEL_SIZE)
-        self.padding = _bounded_pair("padding", padding, MAX_KERNEL_SIZE, minimum=0)
+        self.padding = _padding(padding)
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be a bool, got {describe(bias)}.")
         self.groups = _bounded("groups", groups, MAX_CHANNELS)
@@ -323,8 +352,12 @@ class Conv2d(Layer):
         }
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return functional.conv_output_size(h, kh, sh, ph), functional.conv_output_size(w, kw, sw, pw)
+        """``(H_out, W_out)`` for an (H, W) input: ``floor((H + top + bottom − kH)/s_h) + 1``
+        and ``floor((W + left + right − kW)/s_w) + 1`` (0 or less: no output)."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        top, bottom, left, right = functional._sides(self.padding)
+        return (functional.conv_output_size(h, kh, sh, top, bottom),
+                functional.conv_output_size(w, kw, sw, left, right))
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         self._check_shape(x, 4, self.in_channels)
@@ -421,17 +454,23 @@ class ReLU(Layer):
 
 def _pool_arguments(
     layer: str, kernel_size: Any, stride: Any, padding: Any, ceil_mode: Any
-) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], bool]:
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...], bool]:
     kernel = _bounded_pair("kernel_size", kernel_size, MAX_KERNEL_SIZE)
     step = kernel if stride is None else _bounded_pair("stride", stride, MAX_KERNEL_SIZE)
-    pad = _bounded_pair("padding", padding, MAX_KERNEL_SIZE, minimum=0)
-    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
+    pad = _padding(padding)
+    top, bottom, left, right = functional._sides(pad)
+    if max(top, bottom) > kernel[0] // 2 or max(left, right) > kernel[1] // 2:
         raise ValueError(
-            f"padding of {layer} must be at most half the kernel size (padding <= kernel_size // 2, "
-            f"as torch requires), got padding {pad} with kernel_size {kernel}."
+            f"padding of {layer} must be at most half the kernel size on every side (padding <= "
+            f"kernel_size // 2 of its axis, as torch requires), got padding {pad} with kernel_size {kernel}."
         )
     if not isinstance(ceil_mode, (bool, np.bool_)):
         raise TypeError(f"ceil_mode must be a bool, got {describe(ceil_mode)}.")
+    if ceil_mode and len(pad) == 4:
+        raise ValueError(
+            f"ceil_mode of {layer} must be False with an asymmetric padding (left, right, top, bottom) "
+            f"= {pad}, got ceil_mode=True."
+        )
     return kernel, step, pad, bool(ceil_mode)
 
 
@@ -440,19 +479,22 @@ class _Pool2d(Layer):
 
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
-    padding: tuple[int, int]
+    padding: tuple[int, ...]
     ceil_mode: bool
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
-        """``(H_out, W_out)`` by :func:`npcam.nn.functional.pool_output_size`."""
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return (functional.pool_output_size(h, kh, sh, ph, self.ceil_mode),
-                functional.pool_output_size(w, kw, sw, pw, self.ceil_mode))
+        """``(H_out, W_out)`` by :func:`npcam.nn.functional.pool_output_size`: e.g.
+        ``floor((H + top + bottom − kH)/s_h) + 1`` rows without ceil mode."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        top, bottom, left, right = functional._sides(self.padding)
+        return (functional.pool_output_size(h, kh, sh, top, self.ceil_mode, bottom),
+                functional.pool_output_size(w, kw, sw, left, self.ceil_mode, right))
 
     def _check_input(self, x: np.ndarray) -> None:
         self._check_shape(x, 4)
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
+        kh, kw = self.kernel_size
+        top, bottom, left, right = functional._sides(self.padding)
+        if x.shape[2] + top + bottom < kh or x.shape[3] + left + right < kw:
             raise ValueError(
                 f"the input of {type(self).__name__} must be at least as large as the kernel "
                 f"{self.kernel_size} (with padding {self.padding}), got spatial size {x.shape[2:]}."
@@ -465,25 +507,32 @@ class MaxPool2d(_Pool2d):
     ``out[n, c, h, w] = max_{i,j} x_pad[n, c, s_h·h + i, s_w·w + j]`` with x padded by −inf
     (see :func:`npcam.nn.functional.max_pool2d_forward`). Output size per axis
     ``floor((n + 2p − k)/s) + 1``, or in ceil mode ``ceil(...) + 1`` minus one if the last
-    window would start at or beyond ``n + p``. Ties go to the first maximum in row-major
-    order; padding never wins, so no gradient reaches it.
+    window would start at or beyond ``n + p``; with a padding ``(left, right, top, bottom)``
+    ``H_out = floor((H + top + bottom − kH)/s_h) + 1`` and ``W_out = floor((W + left +
+    right − kW)/s_w) + 1``. Ties go to the first maximum in row-major order; padding never
+    wins, so no gradient reaches it.
 
     Parameters
     ----------
     kernel_size : int or (int, int)
     stride : int, (int, int) or None
         None (the default): the kernel size.
-    padding : int or (int, int)
-        At most ``kernel_size // 2`` per axis, as torch requires.
+    padding : int, (int, int) or (int, int, int, int)
+        An int, ``(p_h, p_w)`` (both sides of each axis), or ``(left, right, top,
+        bottom)`` — ``torch.nn.functional.pad``'s order, ONNX's ``pads = [top, left,
+        bottom, right]`` reordered — each side its own: then the layer equals padding x
+        with −inf that way followed by the unpadded max-pool. Every side at most
+        ``kernel_size // 2`` of its axis, as torch requires; a 4-tuple with left == right
+        and top == bottom is stored as ``(top, left)``.
     ceil_mode : bool
-        Round the output size up (torch's rule above).
+        Round the output size up (torch's rule above); not with an asymmetric padding.
     """
 
     def __init__(
         self,
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] | None = None,
-        padding: int | tuple[int, int] = 0,
+        padding: int | tuple[int, ...] = 0,
         ceil_mode: bool = False,
     ) -> None:
         super().__init__()
@@ -515,10 +564,16 @@ class AvgPool2d(_Pool2d):
     kernel_size : int or (int, int)
     stride : int, (int, int) or None
         None (the default): the kernel size.
-    padding : int or (int, int)
-        At most ``kernel_size // 2`` per axis, as torch requires.
+    padding : int, (int, int) or (int, int, int, int)
+        An int, ``(p_h, p_w)`` (both sides of each axis), or ``(left, right, top,
+        bottom)`` (``torch.nn.functional.pad``'s order) each side its own: the window sums
+        are those of x zero-padded that way, divided by kH·kW with ``count_include_pad``
+        (i.e. ``F.pad`` followed by the unpadded average pool) and by the number of real
+        inputs in the window without. Every side at most ``kernel_size // 2`` of its
+        axis, as torch requires; a 4-tuple with left == right and top == bottom is stored
+        as ``(top, left)``.
     ceil_mode : bool
-        Round the output size up (torch's rule).
+        Round the output size up (torch's rule); not with an asymmetric padding.
     count_include_pad : bool
         Count the zero padding in the divisor.
     """
@@ -527,7 +582,7 @@ class AvgPool2d(_Pool2d):
         self,
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] | None = None,
-        padding: int | tuple[int, int] = 0,
+        padding: int | tuple[int, ...] = 0,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
     ) -> None:

@@ -35,6 +35,12 @@ from .layers import Layer
 __all__ = [
     "Add",
     "AddConstant",
+    "ClipAffine",
+    "Div",
+    "Erf",
+    "Pad",
+    "Sub",
+    "Sum",
     "Chunk",
     "Concat",
     "Identity",
@@ -156,6 +162,44 @@ class Mul(Op):
         return [unbroadcast(dout * b, a.shape), unbroadcast(dout * a, b.shape)], {}
 
 
+class Sub(Op):
+    r"""``out = a − b`` with broadcasting (ONNX ``Sub``).
+
+    Backward: ``∂L/∂a = unbroadcast(dout)``, ``∂L/∂b = −unbroadcast(dout)``.
+    """
+
+    num_inputs = 2
+
+    def _forward_many(self, xs):
+        a, b = xs
+        return a - b, (a.shape, b.shape)
+
+    def _backward_many(self, dout, cache, relu_rule, param_grads):
+        sa, sb = cache
+        return [unbroadcast(dout, sa), -unbroadcast(dout, sb)], {}
+
+
+class Div(Op):
+    r"""``out = a / b`` element-wise with broadcasting (ONNX ``Div``; the exact GELU's
+    ``x / √2``).
+
+    Backward (the quotient rule): ``∂L/∂a = unbroadcast(dout / b)``,
+    ``∂L/∂b = unbroadcast(−dout · a / b²) = unbroadcast(−dout · out / b)``.
+    """
+
+    num_inputs = 2
+
+    def _forward_many(self, xs):
+        a, b = xs
+        out = a / b
+        return out, (out, b, a.shape)
+
+    def _backward_many(self, dout, cache, relu_rule, param_grads):
+        out, b, sa = cache
+        da = dout / b
+        return [unbroadcast(da, sa), unbroadcast(-da * out, b.shape)], {}
+
+
 class AddConstant(Op):
     """``out = x + value`` for a fixed number (GoogLeNet's ``transform_input``); the
     gradient passes unchanged."""
@@ -189,6 +233,90 @@ class MulConstant(Op):
 
     def _backward(self, dout, cache, relu_rule, param_grads):
         return dout * self.value, {}
+
+
+class Erf(Op):
+    r"""``out = erf(x) = (2/√π) ∫_0^x e^{−t²} dt`` (ONNX ``Erf``: the exact GELU
+    ``x/2 · (1 + erf(x/√2))`` arrives from ONNX as primitive ops).
+
+    Backward: ``erf'(x) = (2/√π) e^{−x²}``.
+    """
+
+    def _forward(self, x):
+        from scipy.special import erf
+
+        return erf(x), x
+
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        x = cache
+        return dout * (2.0 / math.sqrt(math.pi)) * np.exp(-x * x), {}
+
+
+class ClipAffine(Op):
+    r"""``out = clip(α·x + β, 0, 1)``: ONNX ``HardSigmoid`` with its stored ``alpha`` and
+    ``beta`` (torch's ``Hardsigmoid`` is α = 1/6, β = 1/2: :class:`~npcam.nn.Hardsigmoid`).
+
+    Backward: ``∂L/∂x = α · dout`` where ``0 < α·x + β < 1`` (open interval, torch's value
+    at the kinks), else 0.
+    """
+
+    def __init__(self, alpha: float, beta: float) -> None:
+        super().__init__()
+        self.alpha = _finite_number("alpha", alpha)
+        self.beta = _finite_number("beta", beta)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "ClipAffine", "alpha": self.alpha, "beta": self.beta}
+
+    def _forward(self, x):
+        z = self.alpha * x + self.beta
+        return np.clip(z, 0.0, 1.0), z
+
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        z = cache
+        return np.where((z > 0.0) & (z < 1.0), dout * self.alpha, 0.0), {}
+
+
+#: The widest zero padding :class:`Pad` adds on one side of an axis.
+MAX_PAD = 1024
+
+
+class Pad(Op):
+    r"""Zero padding, ``out = pad(x)`` with ``widths[a] = (before, after)`` zeros on axis
+    ``a`` (ONNX ``Pad`` in ``constant`` mode with value 0; ``np.pad``'s convention).
+
+    Backward: the adjoint of embedding ``x`` in a larger zero array is cutting the
+    padding off ``dout``.
+    """
+
+    def __init__(self, widths: Sequence[Sequence[int]]) -> None:
+        super().__init__()
+        if not isinstance(widths, (tuple, list)) or not widths:
+            raise TypeError(f"widths must be a non-empty sequence of (before, after) pairs, got "
+                            f"{describe(widths)}.")
+        pairs = []
+        for w in widths:
+            if not isinstance(w, (tuple, list)) or len(w) != 2:
+                raise TypeError(f"each entry of widths must be a (before, after) pair, got {describe(w)}.")
+            pairs.append((_int("widths entries", w[0], 0), _int("widths entries", w[1], 0)))
+        if max(max(p) for p in pairs) > MAX_PAD:
+            raise ValueError(f"widths entries must be at most MAX_PAD = {MAX_PAD}, got "
+                             f"{[list(p) for p in pairs]}.")
+        self.widths = tuple(pairs)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "Pad", "widths": [list(w) for w in self.widths]}
+
+    def _forward(self, x):
+        if x.ndim != len(self.widths):
+            raise ValueError(f"Pad with {len(self.widths)} (before, after) pairs needs an input of "
+                             f"{len(self.widths)} dimensions, got shape {x.shape}.")
+        return np.pad(x, self.widths), x.shape
+
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        shape = cache
+        index = tuple(slice(b, b + n) for (b, _), n in zip(self.widths, shape, strict=True))
+        return dout[index].copy(), {}
 
 
 def _finite_number(name: str, value: Any) -> float:
@@ -555,11 +683,8 @@ class Index(Op):
         return dx, {}
 
 
-class Mean(Op):
-    r"""``out = x.mean(dim, keepdim)``: the average over the axes ``dim``.
-    ``Mean((2, 3))`` on (N, K, h, w) is global average pooling,
-    ``F^k = (1/Z) Σ_ij A^k_ij``. Backward: ``dout / Z`` spread over every averaged position.
-    """
+class _Reduction(Op):
+    """The axes and ``keepdim`` flag shared by :class:`Mean` and :class:`Sum`."""
 
     def __init__(self, dim: int | Sequence[int], keepdim: bool = False) -> None:
         super().__init__()
@@ -572,10 +697,18 @@ class Mean(Op):
         self.keepdim = bool(keepdim)
 
     def config(self) -> dict[str, Any]:
-        return {"type": "Mean", "dim": list(self.dim), "keepdim": self.keepdim}
+        return {"type": type(self).__name__, "dim": list(self.dim), "keepdim": self.keepdim}
 
     def axes(self, ndim: int) -> tuple[int, ...]:
-        return tuple(sorted({_axis("dim", d, ndim, "the input of Mean") for d in self.dim}))
+        what = f"the input of {type(self).__name__}"
+        return tuple(sorted({_axis("dim", d, ndim, what) for d in self.dim}))
+
+
+class Mean(_Reduction):
+    r"""``out = x.mean(dim, keepdim)``: the average over the axes ``dim``.
+    ``Mean((2, 3))`` on (N, K, h, w) is global average pooling,
+    ``F^k = (1/Z) Σ_ij A^k_ij``. Backward: ``dout / Z`` spread over every averaged position.
+    """
 
     def _forward(self, x):
         axes = self.axes(x.ndim)
@@ -586,3 +719,18 @@ class Mean(Op):
         z = math.prod(shape[a] for a in axes)
         kept = tuple(1 if i in axes else n for i, n in enumerate(shape))
         return np.broadcast_to(dout.reshape(kept) / z, shape).copy(), {}
+
+
+class Sum(_Reduction):
+    r"""``out = x.sum(dim, keepdim)`` (ONNX ``ReduceSum``; JAX writes a mean as a sum and a
+    division). Backward: ``dout`` spread unchanged over every summed position,
+    ``∂L/∂x_i = ∂L/∂out`` (the sum is linear with coefficient 1)."""
+
+    def _forward(self, x):
+        axes = self.axes(x.ndim)
+        return x.sum(axis=axes, keepdims=self.keepdim), (x.shape, axes)
+
+    def _backward(self, dout, cache, relu_rule, param_grads):
+        shape, axes = cache
+        kept = tuple(1 if i in axes else n for i, n in enumerate(shape))
+        return np.broadcast_to(dout.reshape(kept), shape).copy(), {}

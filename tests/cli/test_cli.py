@@ -3,6 +3,7 @@ error rule (one line on stderr, exit code 2, no traceback)."""
 
 import numpy as np
 import pytest
+from _support import one_error_line
 from PIL import Image
 
 import npcam
@@ -13,12 +14,7 @@ from npcam.cli import main
 TILE, GAP, TOP, LEFT = 192, 4, 16, 70
 
 
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
+_one_error_line = one_error_line
 
 
 def test_version(capsys):

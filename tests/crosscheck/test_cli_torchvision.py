@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from _support import one_error_line
 from PIL import Image
 
 import npcam
@@ -25,12 +26,7 @@ from npcam.cli import main
 TOP = re.compile(r"^\s+(\d)\. class (\d+) \((.*)\): ([0-9.]+)$", flags=re.M)
 
 
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
+_one_error_line = one_error_line
 
 
 def _image(path, h=50, w=70, seed=0):
@@ -216,7 +212,7 @@ def test_model_and_torchvision_are_mutually_exclusive(tmp_path, capsys):
     _image(tmp_path / "in.png")
     for argv, needle in [
         (["--model", "gap", "--torchvision", "resnet18"], "not allowed with argument"),
-        ([], "one of the arguments --model --torchvision is required"),
+        ([], "one of the arguments --model --torchvision --onnx is required"),
         (["--model", "gap", "--weights", "w.safetensors"], "--weights applies only with --torchvision"),
         (["--model", "gap", "--crop", "32"], "--crop applies only with --torchvision"),
     ]:

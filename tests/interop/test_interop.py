@@ -4,7 +4,6 @@ padding rule, and from_torch's behaviour when torch is missing or a state_dict i
 
 from __future__ import annotations
 
-import re
 import sys
 
 import numpy as np
@@ -163,22 +162,52 @@ def test_keras_same_padding_gives_tf_output():
 
 
 @pytest.mark.parametrize(
-    ("stride", "kernel", "size", "pads"),
+    ("stride", "kernel", "size", "expected"),
     [
-        (2, 3, (8, 8), r"\(\(0, 1\), \(0, 1\)\)"),
-        (1, 2, None, r"\(\(0, 1\), \(0, 1\)\)"),
-        (1, (3, 4), (6, 6), r"\(\(1, 1\), \(1, 2\)\)"),
+        # TF's SAME: total = max((ceil(n/s) − 1)·s + k − n, 0), total // 2 before, the rest
+        # after; npcam's 4-tuple is (left, right, top, bottom)
+        (2, 3, (8, 8), (0, 1, 0, 1)),  # stride 2, even input: total 1, nothing before
+        (1, 2, None, (0, 1, 0, 1)),  # even kernel at stride 1: k − 1 = 1
+        (1, (3, 4), (6, 6), (1, 2, 1, 1)),  # rows symmetric, columns total 3
+        (2, 3, (8, 7), (1, 1, 0, 1)),  # columns odd (total 2), rows even (total 1)
+        ((2, 1), (4, 3), (9, 5), (1, 1, 1, 2)),  # rows: out 5, total 8 + 4 − 9 = 3
     ],
 )
-def test_keras_padding_refusals(stride, kernel, size, pads):
-    with pytest.raises(ValueError, match="asymmetric") as info:
-        conv_padding_from_keras("same", stride, kernel, size)
-    message = str(info.value)
-    assert "symmetric padding cannot express" in message
-    assert "numpy.pad" in message
-    assert re.search(pads, message)
-    with pytest.raises(ValueError, match="asymmetric"):
-        check_keras_padding("same", stride, kernel, size)
+def test_keras_asymmetric_same_padding_is_a_four_tuple(stride, kernel, size, expected):
+    """Where TF pads unequally, conv_padding_from_keras gives npcam's (left, right, top,
+    bottom) — hand values of TF's SAME rule — and check_keras_padding accepts it."""
+    assert conv_padding_from_keras("same", stride, kernel, size) == expected
+    assert check_keras_padding("same", stride, kernel, size) is None
+
+
+@pytest.mark.parametrize(("stride", "kernel", "size"), [(2, 3, (8, 10)), (2, (3, 4), (7, 9)),
+                                                         (1, (2, 2), (5, 6)), (3, 5, (10, 8))])
+def test_keras_asymmetric_same_padding_gives_tf_output(stride, kernel, size):
+    """The converted padding reproduces TF's SAME: the layer equals the valid convolution
+    (or max / average pool) of the input padded by numpy.pad with TF's ((top, bottom),
+    (left, right)), and gives ceil(n / s) outputs per axis."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, *size))
+    pads = tf_same_padding(stride, kernel, size)
+    padding = conv_padding_from_keras("same", stride, kernel, size)
+    assert len(padding) == 4  # every case pads unequally somewhere
+    xp = np.pad(x, ((0, 0), (0, 0), pads[0], pads[1]))
+    conv = npcam.Conv2d(3, 4, kernel, stride=stride, padding=padding)
+    ref = npcam.Conv2d(3, 4, kernel, stride=stride, padding=0)
+    ref.weight, ref.bias = conv.weight, conv.bias
+    out = conv.forward(x)
+    s = (stride, stride) if isinstance(stride, int) else stride
+    assert out.shape[2:] == tuple(-(-n // si) for n, si in zip(size, s, strict=True))
+    np.testing.assert_allclose(out, ref.forward(xp), rtol=0, atol=1e-13 * np.abs(out).max())
+    # pools: TF's max-pool never picks the padding (npcam pads −inf); its average pool
+    # divides by the real inputs of each window (count_include_pad=False)
+    pooled = npcam.MaxPool2d(kernel, stride, padding).forward(x)
+    xm = np.pad(x, ((0, 0), (0, 0), pads[0], pads[1]), constant_values=-1e300)
+    np.testing.assert_array_equal(pooled, npcam.MaxPool2d(kernel, stride).forward(xm))
+    avg = npcam.AvgPool2d(kernel, stride, padding, count_include_pad=False).forward(x)
+    sums = npcam.AvgPool2d(kernel, stride).forward(xp)
+    counts = npcam.AvgPool2d(kernel, stride).forward(np.pad(np.ones_like(x), ((0, 0), (0, 0), *pads)))
+    np.testing.assert_allclose(avg, sums / counts, rtol=1e-14, atol=0)
 
 
 def test_keras_padding_bad_arguments():
