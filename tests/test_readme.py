@@ -36,8 +36,8 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "notebooks": ("matplotlib",),
     "onnx": ("onnx",),
     "safetensors": ("safetensors",),
-    "keras": ("keras",),
-    "jax": ("jax",),
+    "keras": ("keras", "tensorflow", "tf2onnx"),
+    "jax": ("jax", "flax", "jax2onnx"),
 }
 
 FENCE = re.compile(r"^```python(?P<info>[^\n]*)\n(?P<code>.*?)^```", flags=re.S | re.M)

@@ -234,15 +234,32 @@ def layer_gradients(
     name = resolve_layer(model, trace, layer)
     t = targets(target, trace.output, allow_all)
     a = trace.activations[name]
+    to_nchw = _to_nchw(model, name, a)
     if t.ndim == 1:
         y, cotangent = scores_and_cotangent(trace.output, t, score)
         g = model.vjp(trace, cotangent, to=name).grad
-        return LayerGradients(name, a, g, y, t, trace)
+        return LayerGradients(name, to_nchw(a), to_nchw(g), y, t, trace)
     n, c = t.shape
     stacked = model.run_from(trace, name, np.repeat(a, c, axis=0))
     y, cotangent = scores_and_cotangent(stacked.output, t.reshape(-1), score)
-    g = model.vjp(stacked, cotangent, to=name).grad
-    return LayerGradients(name, a, g.reshape(n, c, *a.shape[1:]), y.reshape(n, c), t, trace)
+    g = to_nchw(model.vjp(stacked, cotangent, to=name).grad)
+    return LayerGradients(name, to_nchw(a), g.reshape(n, c, *g.shape[1:]), y.reshape(n, c), t, trace)
+
+
+def _to_nchw(model: Any, name: str, a: np.ndarray) -> Any:
+    """The map that puts a layer's 4-D output in (N, K, h, w) order. A graph tracks the
+    layout of its maps through Permute nodes (``Graph._layouts``): a channels-last layer
+    (a JAX or Keras model's map after its NCHW→NHWC transpose, ConvNeXt's LayerNorm) is
+    explained in NCHW, its activations and gradients transposed alike; every other
+    layer is returned as it is."""
+    layouts = getattr(model, "_layouts", None)
+    if a.ndim != 4 or not callable(layouts):
+        return lambda v: v
+    layout = layouts().get(name.split(":")[0])
+    if layout is None or tuple(layout) == (0, 1, 2, 3):
+        return lambda v: v
+    order = tuple(layout.index(j) for j in range(4))
+    return lambda v: np.ascontiguousarray(np.transpose(v, order))
 
 
 def _takes_keep(model: Any) -> bool:

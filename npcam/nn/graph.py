@@ -658,8 +658,9 @@ class Graph(ModelBase):
     def default_layer(self, trace: Trace) -> str:
         """The layer ``layer=None`` selects: :attr:`default_layer_name` when set, else
         the last node that every path to the logits passes through whose output is a 4-D
-        feature map in NCHW layout with h·w > 1, skipping pooling (max, average, adaptive,
-        Mean) and identity-like nodes."""
+        feature map (in NCHW layout, or a permutation of it tracked through Permute nodes:
+        explanations transpose such a map to NCHW) with h·w > 1, skipping pooling (max,
+        average, adaptive, Mean) and identity-like nodes."""
         if self.default_layer_name is not None:
             return self.default_layer_name
         layouts = self._layouts()
@@ -668,9 +669,11 @@ class Graph(ModelBase):
             if isinstance(node.layer, _POOLING + _IDENTITY_LIKE):
                 continue
             a = trace.activations.get(name)
-            nchw = layouts.get(name) == (0, 1, 2, 3)
-            if isinstance(a, np.ndarray) and a.ndim == 4 and nchw and a.shape[2] * a.shape[3] > 1:
-                return name
+            layout = layouts.get(name)
+            if isinstance(a, np.ndarray) and a.ndim == 4 and layout is not None:
+                positions = a.shape[layout.index(2)] * a.shape[layout.index(3)]
+                if positions > 1:
+                    return name
         raise ValueError(
             "layer is None but no node on every path to the logits outputs a 4-D feature map of "
             "more than one position; name one with layer=..."
