@@ -33,12 +33,13 @@ paths of the exporter's scopes are aliases — a PyTorch export gets ``from_torc
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import math
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -198,12 +199,6 @@ class _Dyn:
     batched: bool  # axis 0 is the batch axis
 
 
-@dataclass
-class _Emitted:
-    node: str  # npcam node name
-    onnx_nodes: list[Any] = field(default_factory=list)
-
-
 def _attrs(onnx: Any, node: Any) -> dict[str, Any]:
     out = {}
     for a in node.attribute:
@@ -232,7 +227,7 @@ class _Importer:
         self.origin: dict[str, list[Any]] = {}  # npcam node -> the ONNX nodes it stands for
         self.used: set[str] = set()
         self.flat: dict[str, int] = {}  # npcam output of a Reshape([-1]) of a batched tensor
-        self.linear_from_matmul: dict[str, Node] = {}
+        self.linear_from_matmul: dict[str, tuple[Node, str]] = {}
         self.output_softmax = False
         self.rewritten_batches = 0
         self.snapped: dict[str, tuple[float, float]] = {}
@@ -264,6 +259,8 @@ class _Importer:
             shape = (1, *shape[1:])
             self.notes.append("the input's symbolic batch dimension was set to 1 for the import; "
                               "the graph takes any batch.")
+        elem = inputs[0].type.tensor_type.elem_type
+        self.input_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else np.float32)
         self.export_batch = shape[0]
         self.input_shape: tuple[int | None, ...] = (None, *shape[1:])
         self.shapes = self._inferred_shapes(shape)
@@ -410,6 +407,12 @@ class _Importer:
         if self.output_name not in self.dyn:
             raise _Refused(f"the model's output {self.output_name!r} does not depend on its input.")
         out = self.dyn[self.output_name].name
+        if not self.dyn[self.output_name].batched:
+            # some op mixed the batch axis with others (or moved it): the graph holds
+            # the exported batch size only
+            self.input_shape = (self.export_batch, *self.input_shape[1:])
+            self.notes.append(f"the batch axis could not be followed to the output (an op moves or mixes "
+                              f"it), so the graph takes the exported batch size {self.export_batch} only.")
         if self.output_softmax:
             self.notes.append("the final Softmax was dropped: the graph returns its input, the logits "
                               "(graph.output_softmax = True).")
@@ -500,15 +503,29 @@ def _squeeze(ins: list[Any], a: dict[str, Any], imp: _Importer) -> list[Any]:
     return [np.squeeze(x, axis=tuple(v % x.ndim for v in axes)) if axes else np.squeeze(x)]
 
 
-def _slice_index(shape: tuple[int, ...], starts: Any, ends: Any, axes: Any, steps: Any) -> tuple[slice, ...]:
+def _slice_index(shape: tuple[int | None, ...], starts: Any, ends: Any, axes: Any,
+                 steps: Any) -> tuple[slice, ...]:
+    """ONNX Slice's bounds as Python slices: negative bounds count from the end, then
+    starts and ends are clamped to [0, dim] (step > 0) or [0, dim − 1] and [−1, dim − 1]
+    (step < 0; an end of −1 then means "past the first element", ``None``)."""
     ndim = len(shape)
     axes = list(range(len(starts))) if axes is None else [int(v) % ndim for v in axes]
     steps = [1] * len(starts) if steps is None else [int(v) for v in steps]
     index = [slice(None)] * ndim
     for ax, s, e, st in zip(axes, starts, ends, steps, strict=False):
         s, e = int(s), int(e)
-        e = None if (st > 0 and e >= _INT64_MAX // 2) or (st < 0 and e <= -_INT64_MAX // 2) else e
-        index[ax] = slice(s, e, st)
+        dim = shape[ax]
+        if dim is None:  # size unknown (the batch axis): Python's clamping
+            e_opt = None if (st > 0 and e >= _INT64_MAX // 2) or (st < 0 and e <= -_INT64_MAX // 2) else e
+            index[ax] = slice(s, e_opt, st)
+            continue
+        s = s + dim if s < 0 else s
+        e = e + dim if e < 0 else e
+        if st > 0:
+            index[ax] = slice(min(max(s, 0), dim), min(max(e, 0), dim), st)
+        else:
+            s, e = min(max(s, 0), dim - 1), min(max(e, -1), dim - 1)
+            index[ax] = slice(s, None if e < 0 else e, st)
     return tuple(index)
 
 
@@ -600,8 +617,8 @@ _FOLD: dict[str, Callable[[list[Any], dict[str, Any], _Importer], list[Any]]] = 
     "Mul": _binary(np.multiply),
     "Div": _binary(_int_div),
     "Pow": _binary(np.power),
-    "Max": _binary(np.maximum),
-    "Min": _binary(np.minimum),
+    "Max": lambda ins, a, imp: [functools.reduce(np.maximum, [np.asarray(v) for v in ins])],
+    "Min": lambda ins, a, imp: [functools.reduce(np.minimum, [np.asarray(v) for v in ins])],
     "Equal": _binary(np.equal),
     "Where": lambda ins, a, imp: [np.where(np.asarray(ins[0]), np.asarray(ins[1]), np.asarray(ins[2]))],
     "Neg": _unary(np.negative),
@@ -769,7 +786,8 @@ def _clip(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
 
 
 def _hard_sigmoid(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
-    alpha = imp.attr(node, {"alpha": a.get("alpha", 0.2)}, "alpha")
+    # defaults are FLOAT attributes too: float32(0.2), not 0.2
+    alpha = imp.attr(node, {"alpha": a.get("alpha", float(np.float32(0.2)))}, "alpha")
     beta = imp.attr(node, {"beta": a.get("beta", 0.5)}, "beta")
     if alpha == 1.0 / 6.0 and beta == 0.5:
         layer: layers.Layer = activations.Hardsigmoid()
@@ -808,16 +826,31 @@ def _arith(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
                 imp.emit(node, ops.AddConstant(-s), [x.name])  # x − c = x + (−c), exactly
                 return
     layer = {"Add": ops.Add, "Mul": ops.Mul, "Sub": ops.Sub, "Div": ops.Div}[op]()
+    dyn = [imp.dyn[n] for n in node.input[:2] if n in imp.dyn]
+    batched = all(d.batched for d in dyn)
+    ranks = [len(d.shape) for d in dyn if d.shape is not None]
+    for n in node.input[:2]:
+        if n in imp.consts and ranks:
+            c = imp.consts[n]
+            if c.ndim > min(ranks) and any(d.batched for d in dyn):
+                imp.refuse(node, f"the constant {n!r} of shape {c.shape} has more axes than the activations "
+                                 f"(rank {min(ranks)}): broadcasting would move the batch axis.")
+            if c.ndim == min(ranks) and c.shape[0] != 1:
+                batched = False  # the constant stretches axis 0: it is not the batch
     inputs = [imp.operand(node, 0), imp.operand(node, 1)]
-    batched = any(imp.dyn[n].batched for n in node.input[:2] if n in imp.dyn)
     imp.emit(node, layer, inputs, batched=batched)
 
 
 def _fuse_bias(imp: _Importer, node: Any, x: _Dyn, c: np.ndarray, rank: int | None) -> bool:
     """``MatMul`` then ``Add`` of a bias vector: one :class:`~npcam.nn.Linear` with a bias
     (the form of a Linear layer in ONNX when its input is not 2-D, and tf2onnx's Dense)."""
-    linear = imp.linear_from_matmul.get(x.name)
-    if linear is None or imp.consumers.get(node.input[0 if node.input[0] in imp.dyn else 1], 0) != 1:
+    entry = imp.linear_from_matmul.get(x.name)
+    if entry is None:
+        return False
+    linear, product = entry
+    # fused only when this Add is the product's one reader, directly (not through an
+    # Identity alias), and the product is not itself the model's output
+    if product not in node.input[:2] or imp.consumers.get(product, 0) != 1 or product == imp.output_name:
         return False
     layer = linear.layer
     assert isinstance(layer, layers.Linear)
@@ -873,7 +906,7 @@ def _matmul(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
     layer = _build(imp, node, lambda: layers.Linear(b.shape[0], b.shape[1], bias=False, rng=False))
     layer.weight = imp.weight(b.T)
     name = imp.emit(node, layer, [x.name], state_keys={"weight": node.input[1]})
-    imp.linear_from_matmul[name] = imp.nodes[-1]
+    imp.linear_from_matmul[name] = (imp.nodes[-1], node.output[0])
 
 
 def _batchnorm(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
@@ -883,7 +916,7 @@ def _batchnorm(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
     scale, bias, mean, var = (np.asarray(imp.const(node, i), dtype=np.float64) for i in range(1, 5))
     if imp.rank(node.input[0]) not in (None, 4):
         imp.refuse(node, "only BatchNormalization of 4-D maps (N, C, H, W) is supported.")
-    eps = imp.attr(node, {"epsilon": a.get("epsilon", 1e-5)}, "epsilon")
+    eps = imp.attr(node, {"epsilon": a.get("epsilon", float(np.float32(1e-5)))}, "epsilon")
     layer = _build(imp, node, lambda: layers.BatchNorm2d(scale.shape[0], eps=eps))
     layer.weight, layer.bias = imp.weight(scale), imp.weight(bias)
     layer.running_mean, layer.running_var = imp.weight(mean), imp.weight(var)
@@ -901,7 +934,10 @@ def _layernorm(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
         imp.refuse(node, f"only a normalisation over the last axis is supported, got axis={axis}.")
     scale = np.asarray(imp.const(node, 1), dtype=np.float64).reshape(-1)
     bias = imp.const(node, 2)
-    eps = imp.attr(node, {"epsilon": a.get("epsilon", 1e-5)}, "epsilon")
+    last = (x.shape or (None,))[-1]
+    if last is not None and scale.shape[0] != last:
+        imp.refuse(node, f"Scale must hold one value per normalised channel ({last}), got {scale.shape[0]}.")
+    eps = imp.attr(node, {"epsilon": a.get("epsilon", float(np.float32(1e-5)))}, "epsilon")
     layer = _build(imp, node, lambda: activations.LayerNorm(scale.shape[0], eps=eps, bias=bias is not None))
     layer.weight = imp.weight(scale)
     keys = {"weight": node.input[1]}
@@ -912,25 +948,33 @@ def _layernorm(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
 
 
 def _identity(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
+    if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+        training = imp.const(node, 2)
+        if bool(np.asarray(training).ravel()[0]):
+            imp.refuse(node, "Dropout with training_mode=True is random; export in eval mode.")
     mask = node.output[1] if node.op_type == "Dropout" and len(node.output) > 1 else ""
     if mask and imp.consumers.get(mask):
         imp.refuse(node, "the mask output of Dropout is not supported.")
     imp.alias(node, node.input[0])
 
 
-def _cast_dyn(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
-    to = imp.onnx.helper.tensor_dtype_to_np_dtype(a["to"])
-    if np.dtype(to).kind != "f":
-        imp.refuse(node, f"a cast of the activations to {np.dtype(to)} is not supported.")
+def _cast_to(imp: _Importer, node: Any, to: np.dtype) -> None:
+    """A cast of the activations is an alias when it does not round them: to a float type
+    at least as wide as the model's own (its input's); anything narrower or not float is
+    refused (npcam computes in float64 and would not round)."""
+    if to.kind != "f" or to.itemsize < imp.input_dtype.itemsize:
+        imp.refuse(node, f"a cast of the activations ({imp.input_dtype}) to {to} is not supported: it "
+                         "would round them.")
     imp.alias(node, node.input[0])
+
+
+def _cast_dyn(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
+    _cast_to(imp, node, np.dtype(imp.onnx.helper.tensor_dtype_to_np_dtype(a["to"])))
 
 
 def _cast_like_dyn(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
     like = node.input[1]
-    kind = imp.consts[like].dtype.kind if like in imp.consts else "f"
-    if kind != "f":
-        imp.refuse(node, "a cast of the activations to a non-float type is not supported.")
-    imp.alias(node, node.input[0])
+    _cast_to(imp, node, imp.consts[like].dtype if like in imp.consts else imp.input_dtype)
 
 
 def _softmax(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
@@ -954,7 +998,8 @@ def _concat(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
     if len(ins) == 1:
         imp.alias(node, node.input[0])
         return
-    imp.emit(node, ops.Concat(axis), ins, batched=axis != 0)
+    batched = axis != 0 and all(imp.dyn[n].batched for n in node.input if n in imp.dyn)
+    imp.emit(node, ops.Concat(axis), ins, batched=batched)
 
 
 def _split(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
@@ -995,7 +1040,8 @@ def _transpose(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
 
 def _target_shape(imp: _Importer, node: Any, x: _Dyn, shape: list[int | str]) -> list[int | str]:
     """A constant target shape, with the exported batch size freed (module docstring)."""
-    if x.batched and shape and shape[0] == imp.export_batch and imp.export_batch is not None:
+    leading = x.shape[0] if x.shape else None
+    if x.batched and shape and shape[0] == imp.export_batch and leading in (None, imp.export_batch):
         imp.rewritten_batches += 1
         shape = [-1 if -1 not in shape[1:] else "0.0", *shape[1:]]
     return shape
@@ -1016,7 +1062,12 @@ def _reshape(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
         if size is not None:
             imp.flat[name] = size
         return
-    batched = x.batched and bool(shape) and (shape[0] == imp.export_batch or shape[0] == "0.0")
+    known = x.shape is not None and None not in x.shape[1:]
+    per_image = math.prod(v for v in (x.shape or ())[1:] if v is not None) if known else None
+    rest = shape[1:]
+    keeps = shape[0] == -1 and all(isinstance(v, int) and v > 0 for v in rest) and \
+        math.prod(v for v in rest if isinstance(v, int)) == per_image
+    batched = x.batched and bool(shape) and (shape[0] in (imp.export_batch, "0.0") or keeps)
     shape = _target_shape(imp, node, x, shape)
     imp.emit(node, _build(imp, node, lambda: ops.Reshape(shape)), [x.name], batched=batched)
 
@@ -1046,16 +1097,16 @@ def _shape_change(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
         imp.refuse(node, "the output shape is not static, or axis 0 is not the batch.")
     assert out is not None
     if node.op_type == "Expand":
-        if out[1:] != (x.shape or ())[1:]:
+        if x.shape is None or tuple(out) != tuple(x.shape):
             imp.refuse(node, "Expand that broadcasts the activations is not supported.")
         imp.alias(node, node.input[0])
         return
-    if node.op_type == "Unsqueeze" and 0 in [v % len(out) for v in (_axes_input(
-            [None, imp.const(node, 1)], a, 1) or [])]:
+    axes = _axes_input([None, imp.const(node, 1)], a, 1)
+    if node.op_type == "Unsqueeze" and 0 in [v % len(out) for v in axes or []]:
         imp.refuse(node, "Unsqueeze of axis 0 (before the batch) is not supported.")
-    if node.op_type == "Squeeze" and x.shape and x.shape[0] == 1 and out[0] != 1 and len(out) < len(x.shape):
-        axes = _axes_input([None, imp.const(node, 1)], a, 1)
-        if axes is None or 0 in [v % len(x.shape) for v in axes]:
+    if node.op_type == "Squeeze":
+        rank = len(x.shape) if x.shape is not None else len(out) + 1
+        if axes is None and (x.shape is None or x.shape[0] == 1) or 0 in [v % rank for v in axes or []]:
             imp.refuse(node, "Squeeze of the batch axis is not supported.")
     shape: list[int | str] = ["0.0", *[int(v) for v in out[1:] if v is not None]]
     imp.emit(node, ops.Reshape(shape), [x.name], batched=True)
@@ -1128,7 +1179,8 @@ def _slice_dyn(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
         steps = None if steps is None else np.asarray(steps).ravel()
     else:
         starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
-    index = _slice_index((0,) * (rank or 0), starts, ends, axes, steps)
+    shape = x.shape if x.shape is not None and len(x.shape) == rank else (None,) * (rank or 0)
+    index = _slice_index(shape, starts, ends, axes, steps)
     if x.batched and index[0] != slice(None) and index[0] != slice(0, None, 1):
         imp.refuse(node, "a Slice along the batch axis is not supported.")
     imp.emit(node, ops.Index(index), [x.name])
