@@ -424,6 +424,12 @@ class _Importer:
         for key, (v, c) in sorted(self.snapped.items()):
             self.notes.append(f"{key} = {v!r} (float32) was snapped to {c!r}.")
         nodes = _prune(self.nodes, out)
+        g = self.model.graph
+        if self.model.producer_name == "pytorch" and not any(n.metadata_props for n in g.node) \
+                and not any((n.name or "").startswith("/") for n in g.node):
+            self.notes.append("the file carries no module scopes (torch's dynamo exporter asked for an "
+                              "opset below 18 converts the graph and drops them): no module paths as "
+                              "layer names; export at opset 18 to keep them.")
         nodes, ambiguous = _with_aliases(self, nodes)
         return Graph(nodes, out, ambiguous=ambiguous, input_shape=self.input_shape,
                      output_softmax=self.output_softmax, import_notes=self.notes)

@@ -647,3 +647,16 @@ def test_every_opset_from_13_to_23(opset):
     m.ir_version = 10 if opset >= 21 else 8
     g = npcam.from_onnx(m, snap_constants=False)  # the reference uses the float32 epsilon
     assert _scaled(g.forward(X), _ort(m, X)) <= 1e-12
+
+
+def test_a_torch_export_without_scopes_says_so():
+    """torch's dynamo exporter converted down to opset 17 keeps no node metadata: the
+    import notes that no module paths are available."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="node_relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["y"], name="node_mean")]
+    g = npcam.from_onnx(_model(nodes, X.shape, None, producer="pytorch"))
+    assert any("no module scopes" in s for s in g.import_notes)
+    scoped = [helper.make_node("Relu", ["x"], ["r"], name="/relu/Relu"),
+              helper.make_node("GlobalAveragePool", ["r"], ["y"], name="/avgpool/GlobalAveragePool")]
+    g = npcam.from_onnx(_model(scoped, X.shape, None, producer="pytorch"))
+    assert not any("no module scopes" in s for s in g.import_notes) and g.resolve("relu") == "/relu/Relu"
