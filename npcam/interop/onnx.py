@@ -123,9 +123,8 @@ def _load(onnx: Any, path: str) -> Any:
                 "reading."
             )
     if external:
-        from onnx.external_data_helper import load_external_data_for_model
-
-        load_external_data_for_model(model, folder)
+        helper = importlib.import_module("onnx.external_data_helper")
+        helper.load_external_data_for_model(model, folder)
     return model
 
 
@@ -154,8 +153,7 @@ def _to_array(onnx: Any, tensor: Any) -> np.ndarray:
     if tensor.raw_data and len(tensor.raw_data) != needed:
         raise ValueError(f"tensor {tensor.name!r} of shape {list(tensor.dims)} needs {needed} bytes "
                          f"but stores {len(tensor.raw_data)}; the file is damaged.")
-    from onnx import numpy_helper
-
+    numpy_helper = importlib.import_module("onnx.numpy_helper")
     try:
         arr = numpy_helper.to_array(tensor)
     except Exception as exc:
