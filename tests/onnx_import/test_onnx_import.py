@@ -660,3 +660,24 @@ def test_a_torch_export_without_scopes_says_so():
               helper.make_node("GlobalAveragePool", ["r"], ["y"], name="/avgpool/GlobalAveragePool")]
     g = npcam.from_onnx(_model(scoped, X.shape, None, producer="pytorch"))
     assert not any("no module scopes" in s for s in g.import_notes) and g.resolve("relu") == "/relu/Relu"
+
+
+def test_an_imported_graph_round_trips_through_save_and_load_model(tmp_path):
+    """input_shape, output_softmax and import_notes travel in the config; the weights in
+    the state file; the loaded graph computes the same logits and still checks its input."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[0, 0, 1, 1], strides=[2, 2]),
+             helper.make_node("HardSigmoid", ["c"], ["h"], alpha=1 / 6, beta=0.5),
+             helper.make_node("GlobalAveragePool", ["h"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Softmax", ["f"], ["y"], axis=-1)]
+    g = npcam.from_onnx(_model(nodes, X.shape, None, {"w": _w(3, 4, 3, 3)}))
+    loaded = npcam.load_model(g.save(str(tmp_path / "imported")))
+    assert loaded.input_shape == g.input_shape == (None, 4, 8, 8)
+    assert loaded.output_softmax and loaded.import_notes == g.import_notes
+    assert np.array_equal(loaded.forward(X), g.forward(X))
+    with pytest.raises(ValueError, match="must have shape"):
+        loaded.forward(X[:, :3])
+    config = g.config()
+    config["input_shape"] = [0, 4, 8, 8]
+    with pytest.raises(ValueError, match="input_shape"):
+        npcam.model_from_config(config)
