@@ -379,6 +379,12 @@ class _Importer:
         s = d.shape if d else None
         return len(s) if s is not None else None
 
+    def axis(self, name: str, axis: int) -> int:
+        """An op's ``axis`` on tensor ``name`` counted from 0 (a negative axis counts from
+        the end, when the rank is known)."""
+        rank = self.rank(name)
+        return axis % rank if rank is not None else axis
+
     # -- the conversion ---------------------------------------------------------------
     def run(self) -> Graph:
         g = self.model.graph
@@ -994,10 +1000,7 @@ def _softmax(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
 
 
 def _concat(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
-    axis = int(a["axis"])
-    rank = imp.rank(next(i for i in node.input if i in imp.dyn))
-    if rank is not None:
-        axis %= rank
+    axis = imp.axis(next(i for i in node.input if i in imp.dyn), int(a["axis"]))
     ins = [imp.operand(node, i) for i in range(len(node.input))]
     if len(ins) == 1:
         imp.alias(node, node.input[0])
@@ -1008,10 +1011,7 @@ def _concat(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
 
 def _split(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
     x = imp.d(node)
-    axis = int(a.get("axis", 0))
-    rank = imp.rank(node.input[0])
-    if rank is not None:
-        axis %= rank
+    axis = imp.axis(node.input[0], int(a.get("axis", 0)))
     sections = imp.const(node, 1, a.get("split"))
     count = len(node.output)
     if sections is None:
@@ -1078,10 +1078,7 @@ def _reshape(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
 
 def _flatten(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
     x = imp.d(node)
-    axis = int(a.get("axis", 1))
-    rank = imp.rank(node.input[0])
-    if rank is not None:
-        axis %= rank
+    axis = imp.axis(node.input[0], int(a.get("axis", 1)))
     if axis == 1:
         imp.emit(node, layers.Flatten(1), [x.name])
         return
@@ -1143,10 +1140,7 @@ def _pad(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
 def _gather(imp: _Importer, node: Any, a: dict[str, Any]) -> None:
     x = imp.d(node)
     idx = np.asarray(imp.const(node, 1))
-    axis = int(a.get("axis", 0))
-    rank = imp.rank(node.input[0])
-    if rank is not None:
-        axis %= rank
+    axis = imp.axis(node.input[0], int(a.get("axis", 0)))
     if axis == 0 and x.name in imp.flat and np.array_equal(idx.ravel(), np.arange(idx.size)) \
             and idx.size == imp.flat[x.name]:
         # dynamo's flatten-then-gather of all elements (an as_strided): a reshape to the
