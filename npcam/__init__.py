@@ -81,6 +81,21 @@ _NAMES: dict[str, str] = {
     "guided_backprop": ".methods.gradients",
     "guided_grad_cam": ".methods.guided_grad_cam",
     "saliency": ".methods.gradients",
+    # the CAM family
+    "grad_cam_pp": ".methods.grad_cam_pp",
+    "smooth_grad_cam_pp": ".methods.smooth_grad_cam_pp",
+    "xgrad_cam": ".methods.xgrad_cam",
+    "hires_cam": ".methods.hires_cam",
+    "grad_cam_elementwise": ".methods.grad_cam_elementwise",
+    "layer_cam": ".methods.layer_cam",
+    "layer_cam_fuse": ".methods.layer_cam",
+    "score_cam": ".methods.score_cam",
+    "ss_cam": ".methods.ss_cam",
+    "is_cam": ".methods.is_cam",
+    "ablation_cam": ".methods.ablation_cam",
+    "eigen_cam": ".methods.eigen_cam",
+    "eigen_grad_cam": ".methods.eigen_grad_cam",
+    "full_grad": ".methods.full_grad",
     # images
     "apply_colormap": ".image",
     "colormap": ".image",
@@ -139,13 +154,26 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
     from .image import apply_colormap, colormap, load_image, normalize, overlay, save_image, upsample
     from .interop.torch import from_torch
     from .methods._core import CAMResult
+    from .methods.ablation_cam import ablation_cam
     from .methods.cam import cam
     from .methods.deconvnet_grad_cam import deconvnet_grad_cam
+    from .methods.eigen_cam import eigen_cam
+    from .methods.eigen_grad_cam import eigen_grad_cam
+    from .methods.full_grad import full_grad
     from .methods.grad_cam import counterfactual, grad_cam
+    from .methods.grad_cam_elementwise import grad_cam_elementwise
+    from .methods.grad_cam_pp import grad_cam_pp
     from .methods.gradients import deconvnet, gradient_x_input, guided_backprop, saliency
     from .methods.guided_grad_cam import guided_grad_cam
+    from .methods.hires_cam import hires_cam
     from .methods.identities import CAMEquivalence, cam_equivalence
+    from .methods.is_cam import is_cam
+    from .methods.layer_cam import layer_cam, layer_cam_fuse
     from .methods.registry import METHODS
+    from .methods.score_cam import score_cam
+    from .methods.smooth_grad_cam_pp import smooth_grad_cam_pp
+    from .methods.ss_cam import ss_cam
+    from .methods.xgrad_cam import xgrad_cam
     from .nn.activations import GELU, Hardsigmoid, Hardswish, LayerNorm, ReLU6, Sigmoid, SiLU
     from .nn.config import model_from_config
     from .nn.fold import fold_batchnorm

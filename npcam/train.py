@@ -476,6 +476,11 @@ class _ProgressBar:
         self._length = 0
 
     def update(self, epoch: int, epochs: int, done: int, total: int, loss: float) -> None:
+        self.draw(f"epoch {epoch}/{epochs}", done, total, f"  loss {loss:.4f}")
+
+    def draw(self, label: str, done: int, total: int, suffix: str = "") -> None:
+        """``label [#####.....] done/total suffix``, at most every 0.1 s (always at the end);
+        also the bar of :class:`npcam._progress.Progress`."""
         if not self.enabled:
             return
         now = time.monotonic()
@@ -484,8 +489,8 @@ class _ProgressBar:
         self._last = now
         filled = self.width * done // total
         text = (
-            f"epoch {epoch}/{epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
-            f"{done:>{len(str(total))}}/{total}  loss {loss:.4f}"
+            f"{label} [{'#' * filled}{'.' * (self.width - filled)}] "
+            f"{done:>{len(str(total))}}/{total}{suffix}"
         )
         self._length = max(self._length, len(text))
         self.stream.write("\r" + text)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["naive_conv2d", "naive_max_pool2d", "scaled_error"]
+__all__ = ["naive_conv2d", "naive_max_pool2d", "scaled_error", "small_cnn", "small_cnn_input"]
 
 
 def scaled_error(a, b, scale: float | None = None) -> float:
@@ -88,3 +88,39 @@ def one_error_line(capsys) -> str:
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
+
+
+def small_cnn(seed: int = 0, signed: bool = False):
+    """cam-family.md's SmallCNN as an npcam ``Sequential`` (float64, random init):
+    ``features`` = conv3-8, ReLU, conv8-12, ReLU (``features.3``: 32×32, before a max-pool,
+    so g is sparse and varies in space), MaxPool2, conv12-16 (``features.5``, signed),
+    ReLU (``features.6``, ≥ 0, straight into GAP: g constant in space); then
+    ``classifier`` = GAP, FC(16→10). ``signed=True`` gives SignedCNN: the same without the
+    last ReLU (a signed conv output feeds GAP). Biases are drawn too (nonzero), and the
+    weights are scaled so that logits are O(1)."""
+    import npcam
+
+    rng = np.random.default_rng(seed)
+    feats = [
+        npcam.Conv2d(3, 8, 3, padding=1, rng=rng), npcam.ReLU(),
+        npcam.Conv2d(8, 12, 3, padding=1, rng=rng), npcam.ReLU(),
+        npcam.MaxPool2d(2),
+        npcam.Conv2d(12, 16, 3, padding=1, rng=rng),
+    ]
+    if not signed:
+        feats.append(npcam.ReLU())
+    model = npcam.Sequential(
+        features=npcam.Sequential(*feats),
+        classifier=npcam.Sequential(npcam.GlobalAvgPool2d(), npcam.Linear(16, 10, rng=rng)),
+    )
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            p[...] = rng.uniform(-0.2, 0.2, size=p.shape)
+        elif name == "classifier.1.weight":
+            p *= 20.0  # logits of order 1, so that the classes differ
+    return model
+
+
+def small_cnn_input(seed: int = 1, n: int = 2) -> np.ndarray:
+    """An (n, 3, 32, 32) float64 input in [0, 1] for :func:`small_cnn`."""
+    return np.random.default_rng(seed).uniform(size=(n, 3, 32, 32))

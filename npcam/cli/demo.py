@@ -23,7 +23,9 @@ from .. import zoo
 from .._validate import as_positive_int
 from ..evaluation import localization as metrics
 from ..evaluation.scenes import make_scenes
+from ..evaluation.tables import EVALUATION_OPTIONS
 from ..image import normalize, overlay, save_image, upsample
+from ..methods._core import CAMResult
 from ..methods.grad_cam import grad_cam
 from ..methods.identities import cam_equivalence
 from ..methods.registry import METHODS as REGISTRY
@@ -32,7 +34,10 @@ from ..nn import Sequential
 from ..verify.gradcheck import check_layer
 from . import CliError
 
-__all__ = ["DEMO_METHODS", "METHODS", "gradcheck_model", "method_maps", "panel", "register", "run_demo"]
+__all__ = [
+    "DEMO_METHODS", "METHODS", "gradcheck_model", "method_maps", "panel", "register", "run_demo",
+    "select_methods",
+]
 
 # Column titles short enough for a 192 px tile (the default is the display name).
 _TITLES = {"guided-backprop": "guided backprop", "guided-grad-cam": "guided grad-cam",
@@ -51,24 +56,44 @@ def _signed_to_unit(g: np.ndarray) -> np.ndarray:
     return 0.5 + 0.5 * np.divide(g, scale, out=np.zeros_like(g), where=scale > 0)
 
 
-def _call(method: Method, model: Any, x: np.ndarray, target: np.ndarray, layer: str | None) -> Any:
+def _call(method: Method, model: Any, x: np.ndarray, target: np.ndarray, layer: str | None,
+          options: dict[str, Any] | None = None) -> Any:
+    options = options or {}
     if "layer" in inspect.signature(method.function).parameters:
-        return method.function(model, x, target, layer=layer)
-    return method.function(model, x, target)
+        return method.function(model, x, target, layer=layer, **options)
+    return method.function(model, x, target, **options)
 
 
 def method_maps(model: Any, x: np.ndarray, target: np.ndarray, method: str,
-                layer: str | None = None) -> np.ndarray:
+                layer: str | None = None, options: dict[str, Any] | None = None) -> np.ndarray:
     """What the panels show for ``method`` (a name of :data:`npcam.METHODS`), at input
-    resolution in [0, 1]: (N, H, W) heat maps for the layer methods, (N, 3, H, W) images
-    for the input-resolution methods."""
+    resolution in [0, 1]: (N, H, W) heat maps for the methods that return a
+    :class:`~npcam.CAMResult` (its ``cam`` upsampled: the layer methods, and FullGrad at
+    input resolution), (N, 3, H, W) images for the gradient images (saliency, guided
+    backprop, ...). ``options`` are passed to the method (e.g. ``num_samples``)."""
     if method not in REGISTRY:
         raise ValueError(f"method must be one of {', '.join(REGISTRY)}, got {method!r}.")
-    m = REGISTRY[method]
-    out = _call(m, model, x, target, layer)
-    if m.kind == "input":
-        return _signed_to_unit(out)
-    return normalize(upsample(out.cam, x.shape[2:]))
+    out = _call(REGISTRY[method], model, x, target, layer, options)
+    if isinstance(out, CAMResult):
+        return normalize(upsample(out.cam, x.shape[2:]))
+    return _signed_to_unit(out)
+
+
+def select_methods(spec: str | None) -> tuple[str, ...]:
+    """The methods ``--methods`` names: None or "demo" → :data:`DEMO_METHODS`; "all" →
+    every method of :data:`npcam.METHODS`; else a comma-separated list of names."""
+    if spec is None or spec == "demo":
+        return DEMO_METHODS
+    if spec == "all":
+        return METHODS
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    unknown = [n for n in names if n not in REGISTRY]
+    if not names or unknown:
+        raise CliError(
+            f"--methods must be 'demo', 'all' or a comma-separated list of {', '.join(REGISTRY)}; "
+            f"got {spec!r}."
+        )
+    return names
 
 
 def _tile(image_chw: np.ndarray) -> np.ndarray:
@@ -117,8 +142,11 @@ def gradcheck_model(model: Sequential, x: np.ndarray, coords: int = 32, seed: in
 
 
 def run_demo(out: Path, model_names: tuple[str, ...] = ("gap", "vgg"), seed: int = 0,
-             log=print) -> list[Path]:
-    """Write the demo panels into ``out`` and print the checks; returns the files written."""
+             log=print, methods: tuple[str, ...] = DEMO_METHODS) -> list[Path]:
+    """Write the demo panels into ``out`` and print the checks; returns the files written.
+    ``methods``: the panels (default the registry's ``in_demo`` methods; CAM is shown for
+    the "gap" model only). The sampled methods run with 8 samples
+    (:data:`npcam.evaluation.tables.EVALUATION_OPTIONS`)."""
     t0 = time.perf_counter()
     # Checked here, not by make_scenes, whose message would show the offset seed + 1000.
     seed = as_positive_int("seed", seed, minimum=0)
@@ -130,8 +158,8 @@ def run_demo(out: Path, model_names: tuple[str, ...] = ("gap", "vgg"), seed: int
         model = zoo.pretrained(name)
         classes = zoo.info(name)["class_names"]
         has_cam = name == "gap"
-        methods = [m for m in DEMO_METHODS if has_cam or m != "cam"]
-        titles = ["input", *(_TITLES.get(m, REGISTRY[m].display_name) for m in methods)]
+        shown_methods = [m for m in methods if has_cam or m != "cam"]
+        titles = ["input", *(_TITLES.get(m, REGISTRY[m].display_name) for m in shown_methods)]
 
         scenes = [(singles.images[i], [int(singles.labels[i])]) for i in range(len(singles.labels))]
         scenes += [
@@ -140,7 +168,8 @@ def run_demo(out: Path, model_names: tuple[str, ...] = ("gap", "vgg"), seed: int
         for k, (image, targets) in enumerate(scenes):
             x = zoo.standardize(name, np.repeat(image[None], len(targets), axis=0))
             t = np.asarray(targets)
-            shown = [method_maps(model, x, t, method) for method in methods]
+            shown = [method_maps(model, x, t, method, options=EVALUATION_OPTIONS.get(method))
+                     for method in shown_methods]
             tiles = []
             for j in range(len(targets)):
                 row = [image]
@@ -182,7 +211,7 @@ def _demo_command(args: argparse.Namespace) -> int:
     for m in models:
         if m not in zoo.NAMES:
             raise CliError(f"--model must be one of {', '.join(zoo.NAMES)}, got {m!r}.")
-    run_demo(Path(args.out), models, args.seed)
+    run_demo(Path(args.out), models, args.seed, methods=select_methods(args.methods))
     return 0
 
 
@@ -191,4 +220,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="npcam-demo", help="folder for the PNG panels (default: npcam-demo)")
     p.add_argument("--model", action="append", help="shipped model (gap, vgg); repeat for several")
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes (default 0)")
+    p.add_argument(
+        "--methods", default=None,
+        help="panels: 'demo' (the default: " + ", ".join(DEMO_METHODS) + "), 'all' (every method) "
+             "or a comma-separated list of method names",
+    )
     p.set_defaults(func=_demo_command)

@@ -7,6 +7,7 @@ import time
 
 from .. import zoo
 from ..evaluation.tables import format_table, localization_table
+from ..methods.registry import METHODS
 from . import CliError
 
 __all__ = ["MAX_SCENES", "register"]
@@ -23,8 +24,15 @@ def _command(args: argparse.Namespace) -> int:
     for m in models:
         if m not in zoo.NAMES:
             raise CliError(f"--model must be one of {', '.join(zoo.NAMES)}, got {m!r}.")
+    methods = None
+    if args.methods is not None:
+        methods = tuple(n.strip() for n in args.methods.split(",") if n.strip())
+        unknown = [n for n in methods if n not in METHODS]
+        if not methods or unknown:
+            raise CliError(f"--methods must be a comma-separated list of {', '.join(METHODS)}; "
+                           f"got {args.methods!r}.")
     t0 = time.perf_counter()
-    print(format_table(localization_table(args.n, args.seed, models), args.n))
+    print(format_table(localization_table(args.n, args.seed, models, methods), args.n))
     print(f"\n({time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -37,4 +45,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--seed", type=int, default=777, help="seed of the held-out scenes (default 777)")
     p.add_argument("--model", action="append", help="shipped model (gap, vgg); repeat for several")
+    p.add_argument("--methods", default=None,
+                   help="rows: a comma-separated list of method names (default: every method; "
+                        "SS-CAM, IS-CAM and SmoothGrad-CAM++ with 8 samples)")
     p.set_defaults(func=_command)

@@ -26,28 +26,43 @@ import numpy as np
 
 from .. import zoo
 from ..image import upsample
+from ..methods._core import CAMResult
 from ..methods.registry import METHODS, Method
 from . import localization as metrics
 from .scenes import make_scenes
 
-__all__ = ["MAP_METHODS", "format_table", "localization_table"]
+__all__ = ["EVALUATION_OPTIONS", "MAP_METHODS", "format_table", "localization_table"]
 
 
 def _maps(method: Method) -> Callable:
-    """The map a method gives for localisation, at image resolution: a layer method's
-    ``cam`` upsampled bilinearly; an input-resolution method's ``max_channels |g|``."""
+    """The map a method gives for localisation, at image resolution: the ``cam`` of a
+    method that returns a :class:`~npcam.CAMResult`, upsampled bilinearly (the layer
+    methods; FullGrad's is already at image resolution); an input-gradient method's
+    ``max_channels |g|``. The sampled methods run with ``num_samples=8``
+    (:data:`EVALUATION_OPTIONS`)."""
+    options = EVALUATION_OPTIONS.get(method.name, {})
+
     def maps(model, x, target):
-        out = method.function(model, x, target)
-        if method.kind == "input":
-            return np.abs(out).max(axis=1) if out.ndim == 4 else out
-        return upsample(out.cam, x.shape[2:])
+        out = method.function(model, x, target, **options)
+        if isinstance(out, CAMResult):
+            return upsample(out.cam, x.shape[2:])
+        return np.abs(out).max(axis=1) if out.ndim == 4 else out
 
     return maps
 
 
+#: The options of the sampled methods in the tables (their evaluation default).
+EVALUATION_OPTIONS: dict[str, dict[str, int]] = {
+    "ss-cam": {"num_samples": 8},
+    "is-cam": {"num_samples": 8},
+    "smooth-grad-cam++": {"num_samples": 8},
+}
+
 #: The rows of the table: every method of :data:`npcam.METHODS`, by display name.
 MAP_METHODS: dict[str, Callable] = {m.display_name: _maps(m) for m in METHODS.values()}
 _NEEDS_GAP = {m.display_name for m in METHODS.values() if m.name == "cam"}
+#: display name -> registry name
+_NAMES = {m.display_name: m.name for m in METHODS.values()}
 
 
 def _batched(fn, model, x, target, batch: int = 250) -> np.ndarray:
@@ -55,9 +70,15 @@ def _batched(fn, model, x, target, batch: int = 250) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def localization_table(n: int = 500, seed: int = 777, models: tuple[str, ...] = ("gap", "vgg")) -> list[dict]:
+def localization_table(n: int = 500, seed: int = 777, models: tuple[str, ...] = ("gap", "vgg"),
+                       methods: tuple[str, ...] | None = None) -> list[dict]:
     """One row per (model, method): pointing game, box accuracy and discrimination rates
-    in [0, 1] on ``n`` single-object and ``n`` two-object scenes."""
+    in [0, 1] on ``n`` single-object and ``n`` two-object scenes. ``methods``: names of
+    :data:`npcam.METHODS` (default: all, in the registry's order)."""
+    if methods is not None:
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"methods must be names of npcam.METHODS, got unknown {unknown}.")
     singles = make_scenes(n, seed=seed, objects=1)
     pairs = make_scenes(n, seed=seed + 1, objects=2)
     size = singles.images.shape[2:]
@@ -76,6 +97,8 @@ def localization_table(n: int = 500, seed: int = 777, models: tuple[str, ...] = 
         xp = zoo.standardize(name, pairs.images)
         for method, fn in MAP_METHODS.items():
             if method in _NEEDS_GAP and name != "gap":
+                continue
+            if methods is not None and _NAMES[method] not in methods:
                 continue
             maps = _batched(fn, model, xs, singles.labels)
             hits = []

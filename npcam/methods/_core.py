@@ -20,8 +20,9 @@ after ``layer`` with the N·C one-hot cotangents stacked along the batch axis.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -33,10 +34,13 @@ from .scores import check_score, scores_and_cotangent
 
 __all__ = [
     "CAMResult",
+    "LayerActivations",
     "LayerGradients",
     "Target",
     "check_model",
     "default_layer",
+    "elementwise_result",
+    "layer_activations",
     "layer_gradients",
     "map_result",
     "resolve_layer",
@@ -55,26 +59,45 @@ def _summary(value: Any) -> str:
     return repr(value)
 
 
+def _no_extra() -> Mapping[str, np.ndarray]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, repr=False)
 class CAMResult:
     """Everything a class-activation method computed, as named arrays.
 
     Shapes are for one target per image; with ``target="all"`` a class axis C follows N
-    in ``cam``, ``raw``, ``weights``, ``gradients``, ``scores`` and ``target``.
+    in ``cam``, ``raw``, ``weights``, ``gradients``, ``scores``, ``target`` and every
+    per-target entry of ``extra``.
+
+    ``weights`` is (N, K) for the "α over A" methods (CAM, Grad-CAM, Grad-CAM++,
+    Score-CAM, ...) and (N, K, h, w) for the element-wise ones (HiResCAM, LayerCAM, ...),
+    whose ``raw`` is ``Σ_k weights ⊙ A``. ``extra`` holds a method's own intermediates
+    (Grad-CAM++'s α^kc_ij, Score-CAM's masked scores, ...; empty for Grad-CAM), read-only.
+    FullGrad's ``cam`` and ``raw`` are at input resolution and its ``weights``,
+    ``activations`` and ``gradients`` are None.
     """
 
     cam: np.ndarray  #: L^c = ReLU(raw), (N, h, w)
     raw: np.ndarray  #: M^c = Σ_k weights_k A^k, (N, h, w)
-    weights: np.ndarray  #: α^c (Grad-CAM), w^c (CAM), −α^c (counterfactual); (N, K)
-    activations: np.ndarray  #: A^k of the target layer, (N, K, h, w)
+    weights: np.ndarray | None  #: α^c (Grad-CAM), w^c (CAM), −α^c (counterfactual); (N, K)
+    activations: np.ndarray | None  #: A^k of the target layer, (N, K, h, w)
     gradients: np.ndarray | None  #: ∂y^c/∂A^k, (N, K, h, w); None for CAM
     scores: np.ndarray  #: y^c, (N,)
     target: np.ndarray  #: c, (N,) int64
-    layer: str  #: the target layer's name
+    layer: str | None  #: the target layer's name (None for FullGrad)
+    extra: Mapping[str, np.ndarray] = field(default_factory=_no_extra)  #: the method's own arrays
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.extra, MappingProxyType):
+            object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 
     def __repr__(self) -> str:  # shapes and dtypes, not 35,000 characters of numbers
-        parts = ", ".join(f"{f.name}={_summary(getattr(self, f.name))}" for f in fields(self))
-        return f"CAMResult({parts})"
+        parts = [f"{f.name}={_summary(getattr(self, f.name))}" for f in fields(self) if f.name != "extra"]
+        if self.extra:
+            parts.append("extra={" + ", ".join(f"{k!r}: {_summary(v)}" for k, v in self.extra.items()) + "}")
+        return f"CAMResult({', '.join(parts)})"
 
 
 @dataclass(frozen=True, repr=False)
@@ -262,6 +285,47 @@ def _to_nchw(model: Any, name: str, a: np.ndarray) -> Any:
     return lambda v: np.ascontiguousarray(np.transpose(v, order))
 
 
+@dataclass(frozen=True, repr=False)
+class LayerActivations:
+    """One forward pass and the target layer's A^k, for the methods that use no gradient
+    (Score-CAM, Ablation-CAM, Eigen-CAM). ``activations`` is (N, K, h, w) — a
+    channels-last layer transposed to NCHW, like :func:`layer_gradients` —, ``channel_axis``
+    the axis of k in the layer's own output ``trace.activations[layer]`` (1 for NCHW), so
+    that a method perturbing channel k re-runs the model on the layer's own layout."""
+
+    layer: str
+    activations: np.ndarray
+    scores: np.ndarray
+    target: np.ndarray
+    trace: Trace
+    channel_axis: int
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{f.name}={_summary(getattr(self, f.name))}" for f in fields(self))
+        return f"LayerActivations({parts})"
+
+
+def layer_activations(
+    model: Any, x: Any, target: Target, layer: str | None, score: str, allow_all: bool
+) -> LayerActivations:
+    """One forward pass: the target layer's A (NCHW), the targets c, and y^c under
+    ``score`` ((N,) or (N, C) for ``target="all"``)."""
+    from ._passes import class_scores
+
+    model = check_model(model)
+    score = check_score(score)
+    trace = model.run(check_input(x))
+    name = resolve_layer(model, trace, layer)
+    t = targets(target, trace.output, allow_all)
+    a = trace.activations[name]
+    layouts = getattr(model, "_layouts", None)
+    layout = layouts().get(name.split(":")[0]) if callable(layouts) else None
+    axis = 1 if layout is None else int(tuple(layout).index(1))
+    all_y = class_scores(trace.output, score)
+    y = np.take_along_axis(all_y, t if t.ndim == 2 else t[:, None], axis=1)
+    return LayerActivations(name, _to_nchw(model, name, a)(a), y if t.ndim == 2 else y[:, 0], t, trace, axis)
+
+
 def _takes_keep(model: Any) -> bool:
     from ..nn.graph import Graph
 
@@ -283,16 +347,42 @@ def map_result(
     scores: np.ndarray,
     target: np.ndarray,
     layer: str,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> CAMResult:
     """The :class:`CAMResult` of ``weights`` on ``a``: ``raw = Σ_k weights_k A^k`` and
     ``cam = ReLU(raw)``; ``ValueError`` if the weighted sum overflows."""
     raw = weighted_map(weights, a)
+    _check_map(raw, layer)
+    return CAMResult(np.maximum(raw, 0.0), raw, weights, a, gradients, scores, target, layer, extra or {})
+
+
+def _check_map(raw: np.ndarray, layer: str) -> None:
     if not all_finite(raw):
         raise ValueError(
             f"the map of layer {layer!r} overflowed: Σ_k weights_k A^k is not finite although "
             "the weights and the activations are; their values are too large for float64."
         )
-    return CAMResult(np.maximum(raw, 0.0), raw, weights, a, gradients, scores, target, layer)
+
+
+def elementwise_result(
+    weights: np.ndarray,
+    a: np.ndarray,
+    gradients: np.ndarray | None,
+    scores: np.ndarray,
+    target: np.ndarray,
+    layer: str,
+    extra: Mapping[str, np.ndarray] | None = None,
+    raw: np.ndarray | None = None,
+) -> CAMResult:
+    r"""The :class:`CAMResult` of per-position ``weights`` (N, [C,] K, h, w) on ``a``
+    (N, K, h, w): ``raw = Σ_k weights ⊙ A`` (unless the method passes its own ``raw``,
+    e.g. element-wise Grad-CAM's ``Σ_k ReLU(weights ⊙ A)``) and ``cam = ReLU(raw)``."""
+    if raw is None:
+        with np.errstate(all="ignore"):
+            prod = weights * (a if weights.ndim == 4 else a[:, None])
+            raw = prod.sum(axis=-3)
+    _check_map(raw, layer)
+    return CAMResult(np.maximum(raw, 0.0), raw, weights, a, gradients, scores, target, layer, extra or {})
 
 
 def relu_options(guided_relus: str) -> dict[str, str]:

@@ -47,6 +47,7 @@ def cam_equivalence(
     """
     c = cam(model, x, target, layer)
     g = grad_cam(model, x, "all" if c.target.ndim == 2 else c.target, c.layer)
+    assert c.activations is not None and c.weights is not None and g.weights is not None  # layer methods
     z = int(c.activations.shape[2] * c.activations.shape[3])
     w_scale = max(float(np.abs(c.weights).max()), np.finfo(float).tiny)
     w_err = float(np.abs(z * g.weights - c.weights).max()) / w_scale

@@ -443,17 +443,37 @@ class Graph(ModelBase):
     def run_from(self, trace: Trace, name: str, value: Any) -> Trace:
         """A new trace in which ``name``'s output is ``value`` and every node that depends
         on it is re-run; ``trace`` is unchanged. A backward pass of the new trace may stop
-        at ``name`` but not pass through it (its cache belongs to the old value)."""
+        at ``name`` but not pass through it (its cache belongs to the old value).
+
+        ``value`` may hold r·N rows for a trace of N images — r variants of each image's
+        output, in ``np.repeat`` order (row n·r + j is a variant of image n), as
+        ``target="all"`` and Ablation-CAM stack them: every output the re-run nodes read
+        from outside ``name``'s descendants (a residual branch from before ``name``) is then
+        repeated alike."""
         trace = self._check_trace(trace)
         target = self.resolve(name)
         value = as_float_array("value", value, finite=True)
         after = self._descendants(target)
         base = target.split(":")[0]
-        values: dict[str, Any] = {INPUT: trace.input}
-        values.update({k: v for k, v in trace.activations.items() if k.split(":")[0] in self._index})
+        n = trace.input.shape[0]
+        rows = value.shape[0] if value.ndim else n
+        if rows != n and (n == 0 or rows % n):
+            raise ValueError(
+                f"value must have N = {n} rows like the trace, or a multiple of N (variants of "
+                f"each image in np.repeat order), got {rows}."
+            )
+        reps = rows // n if n else 1
+        values: dict[str, Any] = {INPUT: trace.input if reps == 1 else np.repeat(trace.input, reps, axis=0)}
+        read = {i for node in self.nodes if node.name in after for i in node.inputs}
+        for k, v in trace.activations.items():
+            if k.split(":")[0] not in self._index:
+                continue
+            if reps != 1 and k in read and isinstance(v, np.ndarray) and v.ndim and v.shape[0] == n:
+                v = np.repeat(v, reps, axis=0)
+            values[k] = v
         values[target] = value
         caches = {k: v for k, v in trace.caches.items() if k not in after and k != base}
-        return self._run([n for n in self.nodes if n.name in after], values, caches, trace.input)
+        return self._run([m for m in self.nodes if m.name in after], values, caches, values[INPUT])
 
 
     def _check_trace(self, trace: Any) -> Trace:

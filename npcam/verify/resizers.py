@@ -57,7 +57,8 @@ def opencv_resize_linear(maps: Any, size: Any) -> np.ndarray:
     x0, x1, a0, a1 = _opencv_taps(w, out_w, clamp_weight=True)
     y0, y1, b0, b1 = _opencv_taps(h, out_h, clamp_weight=False)
     rows = arr[:, :, x0] * a0 + arr[:, :, x1] * a1
-    return rows[:, y0, :] * b0[:, None] + rows[:, y1, :] * b1[:, None]
+    # C order, as cv2 returns it: a later float32 sum over maps then adds in the library's order
+    return np.ascontiguousarray(rows[:, y0, :] * b0[:, None] + rows[:, y1, :] * b1[:, None])
 
 
 def _torch7_scale_axis(src: np.ndarray, axis: int, out_size: int) -> np.ndarray:

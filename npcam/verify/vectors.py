@@ -276,7 +276,8 @@ def _compute(name: str) -> dict[str, np.ndarray]:
     target = np.array(case.target, dtype=np.int64)
     logits = model.forward(x)
     r = grad_cam(model, x, target, case.layer)
-    assert r.gradients is not None  # Grad-CAM always has them (only CAM's are None)
+    # Grad-CAM always has them (only CAM's gradients, and FullGrad's arrays, are None)
+    assert r.gradients is not None and r.activations is not None and r.weights is not None
     arrays: dict[str, np.ndarray] = {
         "architecture": np.array(json.dumps(model.config(), sort_keys=True)),
         "layer": np.array(case.layer),

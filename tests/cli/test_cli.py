@@ -29,8 +29,8 @@ def test_demo_writes_decodable_panels_of_the_stated_size(tmp_path, capsys):
     """The demo writes one PNG per scene and model; single-object scenes have one row,
     two-object scenes two (one per class); the columns are the input and one per method
     of npcam.METHODS with in_demo (CAM, Grad-CAM, guided backprop, Guided Grad-CAM,
-    counterfactual, Deconvolution Grad-CAM): 7 for the gap model (CAM applies), 6 for
-    vgg. Its printed checks say the CAM identity holds."""
+    counterfactual, Deconvolution Grad-CAM, Grad-CAM++, HiResCAM, Score-CAM): 10 for the
+    gap model (CAM applies), 9 for vgg. Its printed checks say the CAM identity holds."""
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "holds" in out
@@ -40,7 +40,7 @@ def test_demo_writes_decodable_panels_of_the_stated_size(tmp_path, capsys):
         with Image.open(f) as im:
             im.load()
             shown = [m for m in npcam.METHODS.values() if m.in_demo]
-            assert len(shown) == 6
+            assert len(shown) == 9
             columns = 1 + len(shown) - (0 if f.name.startswith("gap") else 1)
             rows = 2 if f.stem.endswith(("scene3", "scene4")) else 1
             assert im.size == (LEFT + columns * (TILE + GAP), TOP + rows * (TILE + GAP))
@@ -73,6 +73,9 @@ def test_explain_writes_an_overlay_at_the_image_size(tmp_path, capsys):
         (["explain", "{image}", "--model", "gap", "--method", "magic", "--out", "o.png"], "method"),
         (["demo", "--model", "nope"], "--model"),
         (["evaluate", "--n", "0"], "--n"),
+        (["demo", "--methods", "grad-cam,magic"], "--methods"),
+        (["evaluate", "--methods", "magic"], "--methods"),
+        (["evaluate", "--methods", ","], "--methods"),
         (["nosuchcommand"], "invalid choice"),
     ],
 )
@@ -113,3 +116,22 @@ def test_memory_error_is_one_line(monkeypatch, capsys):
     assert main(["evaluate", "--n", "10"]) == 2
     line = _one_error_line(capsys)
     assert "out of memory" in line and "8.94 TiB" in line
+
+
+def test_evaluate_methods_selects_the_rows(capsys):
+    """``npcam evaluate --methods hires-cam,grad-cam`` prints the centre-box row and one row
+    per selected method and model, in the registry's order, and no other method."""
+    assert main(["evaluate", "--n", "3", "--model", "gap", "--methods", "hires-cam,grad-cam"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| gap |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["Grad-CAM", "HiResCAM"]
+
+
+def test_demo_method_selection():
+    """``--methods``: absent or "demo" → the in_demo methods; "all" → every method; a
+    comma-separated list → those, in the given order."""
+    from npcam.cli.demo import select_methods
+
+    in_demo = tuple(n for n, m in npcam.METHODS.items() if m.in_demo)
+    assert select_methods(None) == select_methods("demo") == in_demo
+    assert select_methods("all") == tuple(npcam.METHODS)
+    assert select_methods("score-cam, cam") == ("score-cam", "cam")

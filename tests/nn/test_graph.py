@@ -290,3 +290,34 @@ def test_backward_overflow_names_the_node():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="gradient computed by node 'l1'"):
             g.vjp(trace, np.ones((1, 1)))
+
+
+def test_run_from_with_r_variants_per_image_repeats_the_residual_branch():
+    """run_from(trace, name, value) with r·N rows (r variants of each image's output, in
+    np.repeat order) equals r separate run_from calls: the outputs the re-run nodes read
+    from outside name's descendants (here the skip from stem_relu into res) are repeated
+    alike. Before 0.5.0 this broadcast error surfaced as grad_cam(target="all") failing at
+    an inner layer of a residual network for N > 1."""
+    g = build()
+    x = _input()
+    trace = g.run(x)
+    a = trace.activations["a"]
+    rng = np.random.default_rng(5)
+    variants = [a + rng.normal(size=a.shape) for _ in range(3)]
+    stacked = np.stack(variants, axis=1).reshape(-1, *a.shape[1:])  # row n·3 + j
+    got = g.run_from(trace, "a", stacked).output.reshape(2, 3, -1)
+    for j, v in enumerate(variants):
+        np.testing.assert_array_equal(got[:, j], g.run_from(trace, "a", v).output)
+    with pytest.raises(ValueError, match="multiple of N"):
+        g.run_from(trace, "a", stacked[:5])
+
+
+def test_grad_cam_all_targets_at_an_inner_residual_layer_equals_per_class_calls():
+    """grad_cam(target="all") at a layer inside the residual block (its skip reads a node
+    before it), N = 2: every class's map equals the single-class call."""
+    g = build()
+    x = _input()
+    r = npcam.grad_cam(g, x, "all", layer="a")
+    for c in range(4):
+        one = npcam.grad_cam(g, x, c, layer="a")
+        assert scaled_error(r.raw[:, c], one.raw) < 1e-12

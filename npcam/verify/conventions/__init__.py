@@ -34,6 +34,9 @@ convention. ``docs/conventions.md`` tabulates every difference with upstream ref
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,9 +62,12 @@ __all__ = [
     "NAMES",
     "captum_guided_grad_cam",
     "captum_layer_grad_cam",
+    "FAMILY_NAMES",
+    "cam",
     "grad_cam",
     "grad_cam_lua",
     "grad_cam_lua_guided",
+    "inplace_modifier",
     "guided_grad_cam",
     "npcam_grad_cam",
     "npcam_guided_grad_cam",
@@ -212,3 +218,158 @@ def guided_grad_cam(
     r = _grad_cam_module.grad_cam(model, x, target, layer, score)
     gb = _gradients.guided_backprop(model, x, r.target, score)
     return conv.guided(gb, r.activations, r.gradients, **options)
+
+
+# ------------------------------------------------------------------ the CAM family
+#: method (a METHODS name) -> the module of this package that holds its conventions
+_FAMILY_MODULES = {
+    "grad-cam++": "grad_cam_pp",
+    "xgrad-cam": "xgrad_cam",
+    "hires-cam": "hires_cam",
+    "grad-cam-elementwise": "grad_cam_elementwise",
+    "layer-cam": "layer_cam",
+    "score-cam": "score_cam",
+    "ss-cam": "ss_cam",
+    "is-cam": "is_cam",
+    "ablation-cam": "ablation_cam",
+    "eigen-cam": "eigen_cam",
+    "eigen-grad-cam": "eigen_grad_cam",
+    "full-grad": "full_grad",
+    "smooth-grad-cam++": "smooth_grad_cam_pp",
+}
+
+#: method -> the convention names :func:`cam` accepts for it (aliases included)
+FAMILY_NAMES: dict[str, tuple[str, ...]] = {
+    "grad-cam": (*NAMES, "authors-code"),
+    "grad-cam++": ("npcam", "pytorch-grad-cam", "torchcam", "tf-keras-vis", "authors-code"),
+    "xgrad-cam": ("npcam", "pytorch-grad-cam", "torchcam"),
+    "hires-cam": ("npcam", "pytorch-grad-cam"),
+    "grad-cam-elementwise": ("npcam", "pytorch-grad-cam"),
+    "layer-cam": ("npcam", "pytorch-grad-cam", "torchcam", "tf-keras-vis"),
+    "score-cam": ("npcam", "pytorch-grad-cam", "torchcam", "tf-keras-vis", "authors-code"),
+    "ss-cam": ("npcam", "torchcam"),
+    "is-cam": ("npcam", "torchcam"),
+    "ablation-cam": ("npcam", "pytorch-grad-cam"),
+    "eigen-cam": ("npcam", "pytorch-grad-cam", "pytorch-grad-cam-signfix"),
+    "eigen-grad-cam": ("npcam", "pytorch-grad-cam"),
+    "full-grad": ("npcam", "pytorch-grad-cam", "authors-code"),
+    "smooth-grad-cam++": ("npcam", "torchcam"),
+}
+
+#: conventions whose library hooks the layer's output tensor, so that an in-place op
+#: after the layer corrupts what it reads (docs/conventions.md, "In-place ops")
+_INPLACE_SENSITIVE = {
+    "torchcam": "torchcam reads the layer's output after the in-place op: its activations and "
+                "gradients are both wrong",
+    "pytorch-grad-cam": "pytorch-grad-cam on CPU stores the output tensor itself, which the "
+                        "in-place op overwrites: its activations are wrong (its gradients are right)",
+}
+
+
+def _family_convention(method: str, convention: str) -> Callable[..., np.ndarray]:
+    module = importlib.import_module(f".{_FAMILY_MODULES[method]}", __name__)
+    table: dict[str, Callable[..., np.ndarray]] = module.CONVENTIONS
+    return table[convention]
+
+
+def inplace_modifier(model: Any, layer: str) -> str | None:
+    """The name of the node that modifies ``layer``'s output in place in the original
+    torch model (an ``inplace`` node of a graph made by :func:`npcam.from_torch` whose
+    first input is that output: ``relu_``, ``ReLU(inplace=True)``, ``out += identity``;
+    an in-place dropout, the identity at inference, does not count), or None (also for
+    models that record no in-place ops)."""
+    nodes = getattr(model, "nodes", None)
+    resolve = getattr(model, "resolve", None)
+    if nodes is None or not callable(resolve):
+        return None
+    try:
+        name = str(resolve(layer))
+    except (ValueError, TypeError):
+        return None
+    from ...nn.layers import Dropout
+    from ...nn.ops import Identity
+
+    for node in nodes:
+        # an in-place dropout is the identity at inference: it modifies nothing
+        if isinstance(node.layer, (Dropout, Identity)):
+            continue
+        if getattr(node, "inplace", False) and node.inputs and node.inputs[0] == name:
+            return str(node.name)
+    return None
+
+
+def _warn_inplace(model: Any, layer: str | None, convention: str) -> None:
+    if convention not in _INPLACE_SENSITIVE:
+        return
+    if layer is None:
+        layer = getattr(model, "default_layer_name", None)
+        if not isinstance(layer, str):
+            return
+    node = inplace_modifier(model, layer)
+    if node is not None:
+        from ..._warnings import InplaceOpWarning
+
+        warnings.warn(
+            f"layer {layer!r} is modified in place by node {node!r} in the torch model; "
+            f"{_INPLACE_SENSITIVE[convention]}. npcam returns what the library computes on the "
+            "true values; explain the in-place op's output, or a layer before it, to compare.",
+            InplaceOpWarning,
+            stacklevel=3,
+        )
+
+
+def cam(
+    method: str,
+    model: Any,
+    x: Any,
+    target: Any = None,
+    layer: str | None = None,
+    convention: str = "npcam",
+    input_size: Any = None,
+    score: str | None = None,
+    **options: Any,
+) -> np.ndarray:
+    """The final map that ``convention``'s library returns for ``method``.
+
+    Parameters
+    ----------
+    method : a name of :data:`npcam.METHODS` with conventions (:data:`FAMILY_NAMES`).
+    model, x, target, layer : as the method (one class per image: ``target="all"`` is
+        refused). FullGrad takes ``layer=None`` only.
+    convention : one of ``FAMILY_NAMES[method]``; ``"authors-code"`` is the paper authors'
+        released code (for Grad-CAM an alias of ``"grad-cam-lua"``).
+    input_size : (H, W) for conventions that resize (default the spatial size of ``x``).
+    score : None (the library's default score for that method) or a score name.
+    **options : the convention's own options, documented in its function's docstring
+        (``npcam.verify.conventions.<method module>``).
+
+    Returns
+    -------
+    The array the library returns, in its shape, dtype and scaling. ``cam("grad-cam",
+    ...)`` equals :func:`grad_cam`.
+
+    Warns
+    -----
+    InplaceOpWarning
+        For ``"torchcam"`` and ``"pytorch-grad-cam"`` when ``layer``'s output is modified in
+        place later in the torch model the graph was imported from: those libraries would
+        then read wrong values, while this function returns what they compute on the right
+        ones.
+    """
+    if not isinstance(method, str) or method not in FAMILY_NAMES:
+        raise ValueError(f"method must be one of {tuple(FAMILY_NAMES)}, got {method!r}.")
+    allowed = FAMILY_NAMES[method]
+    if not isinstance(convention, str) or convention not in allowed:
+        raise ValueError(
+            f"convention must be one of {allowed} for method {method!r}, got {convention!r}."
+        )
+    _one_target(target)
+    _warn_inplace(model, layer, convention)
+    if method == "grad-cam":
+        name = "grad-cam-lua" if convention == "authors-code" else convention
+        return grad_cam(model, x, target, layer, name, input_size, score, **options)
+    fn = _family_convention(method, convention)
+    params = inspect.signature(fn).parameters
+    takes = tuple(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    _check_options(convention, options, takes)
+    return fn(model, x, target, layer, input_size, score, **options)

@@ -54,6 +54,21 @@ def _size(input_size: Any, needed: bool, convention: str, why: str = "") -> tupl
     return as_pair("input_size", input_size)
 
 
+def _input_size(x: Any, input_size: Any, convention: str) -> tuple[int, int]:
+    """``input_size`` as (H, W) for a convention that resizes; by default the spatial
+    size of ``x``."""
+    return _size(np.shape(x)[-2:] if input_size is None else input_size, True, convention)
+
+
+def _npcam_final(cam: np.ndarray, x: Any, input_size: Any) -> np.ndarray:
+    """npcam's convention for every method: the method's ``cam`` upsampled bilinearly with
+    half-pixel centres (:func:`npcam.upsample`, = ``F.interpolate(..., align_corners=False)``)
+    to ``input_size`` (default: the size of ``x``); float64, no normalisation."""
+    from ...image import upsample
+
+    return upsample(cam, _input_size(x, input_size, "npcam"), mode="bilinear")
+
+
 def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {describe(value)}.")

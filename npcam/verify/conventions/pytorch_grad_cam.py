@@ -23,6 +23,16 @@ def _pgc_scale_cam_image(cams: np.ndarray, size: tuple[int, int] | None) -> np.n
     return cams.astype(np.float32)
 
 
+def _pgc_final(cam: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """pytorch-grad-cam 1.5.7's steps after ``get_cam_image`` for one target layer
+    (``base_cam.py``): ``np.maximum(cam, 0)`` (line 171), ``scale_cam_image(cam, (W, H))``
+    (min-max with ε 1e-7 in the maps' dtype, then ``cv2.resize`` of the float32 map;
+    ``utils/image.py`` 161-176), and ``aggregate_multi_layers`` (177-181): ReLU, the mean
+    over the one layer, ``scale_cam_image`` again without resize. (N, H, W) float32."""
+    cam = _pgc_scale_cam_image(np.maximum(cam, 0), size)
+    return _pgc_scale_cam_image(np.maximum(cam, 0), None)
+
+
 def pytorch_grad_cam(activations: Any, gradients: Any, input_size: Any = None) -> np.ndarray:
     """pytorch-grad-cam's ``GradCAM(model, [layer])(x, targets)`` (grad-cam 1.5.7) for one
     target layer. Returns (N, H, W) float32 in [0, 1].
@@ -49,6 +59,4 @@ def pytorch_grad_cam(activations: Any, gradients: Any, input_size: Any = None) -
     """
     a, g = _maps_pair(activations, gradients)
     size = _size(input_size, True, "pytorch-grad-cam")
-    cam = np.maximum(_weighted_sum(g.mean(axis=(2, 3)), a), 0)
-    cam = _pgc_scale_cam_image(cam, size)
-    return _pgc_scale_cam_image(np.maximum(cam, 0), None)
+    return _pgc_final(_weighted_sum(g.mean(axis=(2, 3)), a), size)

@@ -33,8 +33,20 @@ def torchcam_gradcam(
     norm = _check_bool("normalized", normalized)
     _size(input_size, False, "torchcam", " (torchcam returns maps at the layer's resolution)")
     n, k = a.shape[:2]
-    cam = np.maximum(_weighted_sum(g.reshape(n, k, -1).mean(axis=-1), a), 0)
-    if norm:
+    return _torchcam_final(_weighted_sum(g.reshape(n, k, -1).mean(axis=-1), a), norm)
+
+
+def _torchcam_final(cam: np.ndarray, normalized: bool) -> np.ndarray:
+    """torchcam 0.5.0's steps after the weighted sum (``core.py`` 290-303): ``F.relu``
+    (``_relu = True`` for every gradient method and Score-CAM), then with ``normalized``
+    ``_normalize`` (191-201): ``m -= min``, ``m /= max + 1e-8``. No resizing."""
+    cam = np.maximum(cam, 0)
+    if normalized:
         cam = cam - cam.min(axis=(1, 2), keepdims=True)
         cam = cam / (cam.max(axis=(1, 2), keepdims=True) + TORCHCAM_EPS)
     return cam
+
+
+def _torchcam_no_resize(input_size: Any) -> None:
+    """torchcam does not resize: its maps stay at the layer's resolution."""
+    _size(input_size, False, "torchcam", " (torchcam returns maps at the layer's resolution)")
