@@ -13,6 +13,7 @@ convention           what it computes
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -44,7 +45,7 @@ def npcam_smooth_grad_cam_pp(
 
 def _torch() -> Any:
     try:
-        import torch
+        torch: Any = importlib.import_module("torch")  # by name: mypy in a core env has no torch
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             "convention 'torchcam' of smooth-grad-cam++ draws its noise with torch, as torchcam "

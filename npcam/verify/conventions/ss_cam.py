@@ -9,6 +9,7 @@ the unmasked input as baseline) and draws its noise from torch's generator.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -101,7 +102,7 @@ def torchcam_ss_cam(
     hand version with the same seed (cam-family.md § 6).
     """
     try:
-        import torch
+        torch: Any = importlib.import_module("torch")  # by name: mypy in a core env has no torch
     except ImportError as exc:
         raise ImportError(_NEEDS_TORCH) from exc
     score = "logit" if score is None else score
