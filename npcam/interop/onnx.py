@@ -1454,21 +1454,7 @@ def from_onnx(
 
 def _fold_input_transpose(graph: Graph) -> Graph:
     """Remove a leading NHWC→NCHW ``Permute((0, 3, 1, 2))`` that alone reads the input."""
-    readers = [n for n in graph.nodes if INPUT in n.inputs]
-    first = readers[0] if len(readers) == 1 else None
-    if first is None or not isinstance(first.layer, ops.Permute) or tuple(first.layer.dims) != (0, 3, 1, 2):
+    if not graph.channels_last_input():
         raise ValueError("input_layout='nchw' needs a model whose input is read only by a Transpose "
                          "with perm [0, 3, 1, 2] (NHWC to NCHW); this model has none.")
-    nodes = []
-    for n in graph.nodes:
-        if n is first:
-            continue
-        ins = tuple(INPUT if i == first.name else i for i in n.inputs)
-        nodes.append(Node(n.name, n.layer, ins, n.aliases, n.from_module, n.inplace, n.state_keys))
-    out = graph.output_name if graph.output_name != first.name else INPUT
-    shape = graph.input_shape
-    nchw = (shape[0], shape[3], shape[1], shape[2]) if shape and len(shape) == 4 else shape
-    notes = [*graph.import_notes, "input_layout='nchw': the leading NHWC-to-NCHW Transpose was removed; "
-             "the graph takes (N, C, H, W)."]
-    return Graph(nodes, out, ambiguous=graph.ambiguous, input_shape=nchw,
-                 output_softmax=graph.output_softmax, import_notes=notes)
+    return graph.nchw_input()

@@ -139,6 +139,28 @@ def check_input(x: Any) -> np.ndarray:
     return as_float_array("x", x, finite=True)
 
 
+def nchw_view(model: Any, x: Any) -> tuple[Any, Any, bool]:
+    """``(model, x, transposed)`` in (N, C, H, W) for the methods that work in image space.
+
+    A graph that reads its input channels-last (:meth:`npcam.Graph.channels_last_input`: a
+    Keras or JAX model through ONNX) becomes :meth:`npcam.Graph.nchw_input` and a 4-D ``x``
+    is transposed to NCHW alike, so that Score-CAM's masks, FullGrad's input term and the
+    upsampled maps use the image's H and W (not W and C); ``transposed`` says whether it
+    happened, for a method that returns an input-shaped array to transpose it back. Every
+    other model and input is returned as it is.
+    """
+    channels_last = getattr(model, "channels_last_input", None)
+    if not callable(channels_last) or not channels_last():
+        return model, x, False
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError):
+        return model, x, False  # check_input names the problem
+    if arr.ndim != 4:
+        return model, x, False  # the graph's own input check names the shape
+    return model.nchw_input(), np.transpose(arr, (0, 3, 1, 2)), True
+
+
 def targets(target: Target, logits: np.ndarray, allow_all: bool) -> np.ndarray:
     """The class index per image, (N,) int64 — or (N, C) for ``"all"``."""
     n, num_classes = logits.shape

@@ -113,7 +113,7 @@ from ..nn.ops import (
     Unsqueeze,
 )
 from ..nn.trace import Model, Trace
-from ._core import CAMResult, Target, _to_nchw, check_input, check_model, targets
+from ._core import CAMResult, Target, _to_nchw, check_input, check_model, nchw_view, targets
 from .scores import check_score, scores_and_cotangent
 
 __all__ = ["BIAS_PREFIX", "PSI", "completeness_gap", "full_grad", "rescale_per_channel", "rescale_per_layer"]
@@ -356,7 +356,8 @@ def full_grad(
     model : npcam.nn.Model
         :class:`npcam.Sequential` or :class:`npcam.Graph`.
     x : array_like, (N, C, H, W)
-        The input batch.
+        The input batch; (N, H, W, C) for a graph that reads its input channels-last
+        (:meth:`npcam.Graph.channels_last_input`), which is explained in its NCHW form.
     target : None, int or N ints
         None: the predicted class per image. ``"all"`` is refused (one backward pass to
         the input per class would be needed).
@@ -392,7 +393,7 @@ def full_grad(
         ``raw`` = ``cam`` = S, (N, H, W), ≥ 0 (so ReLU(raw) = raw), not normalised (it
         lies in [0, C + Σ_l K_l]); ``weights``, ``activations``, ``gradients`` None;
         ``scores`` y^c; ``target``; ``layer`` None. ``extra["input_term"]`` (N, C, H, W)
-        is ``x ⊙ ∂y^c/∂x`` and ``extra["bias:" + node]`` the bias term ``b ⊙ ∂y^c/∂z`` of
+        (in ``x``'s layout) is ``x ⊙ ∂y^c/∂x`` and ``extra["bias:" + node]`` the bias term ``b ⊙ ∂y^c/∂z`` of
         every node that adds a constant, at that node's output shape (a Linear's is
         (N, out)), before ψ and resizing: a flat key per node because ``extra`` maps names
         to arrays (:data:`BIAS_PREFIX`). A node with no path to the logits has a zero term.
@@ -425,6 +426,8 @@ def full_grad(
         raise ValueError(f"psi must be one of {PSI}, got {psi!r}.")
     corners = _check_flag("align_corners", align_corners)
     allow = _check_flag("allow_nonlinear", allow_nonlinear)
+    # a channels-last graph runs in its NCHW form: ψ sums the input term over channels
+    model, x, transposed = nchw_view(model, x)
     d = _decompose(model, x, target, score, "warn" if allow else "raise")
     x_arr = d.trace.input
     size = x_arr.shape[2:]
@@ -437,6 +440,8 @@ def full_grad(
             maps = _psi(_to_nchw(model, name, term)(term), psi)
             # Σ_c up(ψ_c) = up(Σ_c ψ_c): the resize is linear, so one resize per layer
             saliency = saliency + upsample(maps, size, "bilinear", corners)
+    if transposed:  # the input term in the layout of the user's x
+        input_term = np.ascontiguousarray(np.transpose(input_term, (0, 2, 3, 1)))
     extra: dict[str, np.ndarray] = {"input_term": input_term}
     extra.update({BIAS_PREFIX + name: term for name, term in d.terms.items()})
     return CAMResult(np.maximum(saliency, 0.0), saliency, None, None, None, d.scores, d.target, None, extra)

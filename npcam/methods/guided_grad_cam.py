@@ -33,6 +33,11 @@ def grad_cam_times_input_gradient(
                    lg.target, lg.layer)
     _, cotangent = scores_and_cotangent(lg.trace.output, lg.target, score)
     g = model.vjp(lg.trace, cotangent, relu_rule=relu_rule, **options).grad
+    # the map broadcast over the input's channel axis: axis 1, or the last one for a graph
+    # that reads its input channels-last (a Keras model through ONNX)
+    channels_last = getattr(model, "channels_last_input", None)
+    if callable(channels_last) and channels_last() and g.ndim == 4:
+        return upsample(r.cam, g.shape[1:3], mode=mode)[..., None] * g
     up = upsample(r.cam, g.shape[2:], mode=mode)
     return up[:, None] * g
 
@@ -42,7 +47,9 @@ def guided_grad_cam(
     score: str = "logit", guided_relus: str = "all",
 ) -> np.ndarray:
     r"""Guided Grad-CAM (§ 3.1): ``upsample(L^c_Grad-CAM to H×W) ⊙ guided backprop``,
-    the map broadcast over the input channels; (N, C, H, W).
+    the map broadcast over the input channels; (N, C, H, W) — (N, H, W, C), the input's
+    layout, for a graph that reads its input channels-last
+    (:meth:`npcam.Graph.channels_last_input`).
 
     ``mode`` is the upsampling (``"bilinear"`` with half-pixel centres, or
     ``"nearest"``, as :func:`npcam.upsample`); captum's ``GuidedGradCam`` uses

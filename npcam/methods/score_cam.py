@@ -32,7 +32,7 @@ import numpy as np
 from .._progress import Progress, check_progress
 from .._validate import as_float_array, describe
 from ..image.resize import interpolation_matrices
-from ._core import CAMResult, Target, _takes_keep, check_input, layer_activations, map_result
+from ._core import CAMResult, Target, _takes_keep, check_input, layer_activations, map_result, nchw_view
 from ._passes import check_batch_size, chunks, forward_scores
 from .scores import check_score
 
@@ -185,7 +185,11 @@ def _score_family(
     batch_size = check_batch_size(batch_size)
     progress = check_progress(progress)
     xa = _image_batch(x)
-    xb = _baseline_inputs(baseline, xa)
+    xb = _baseline_inputs(baseline, xa)  # in x's own layout, as the user gave both
+    # masks live on the image's H and W: a channels-last graph is run in its NCHW form
+    model, xa, transposed = nchw_view(model, xa)
+    if transposed:
+        xb = np.ascontiguousarray(np.transpose(xb, (0, 3, 1, 2)))
     la = layer_activations(model, xa, target, layer, score, allow_all=True)
     a, t = la.activations, la.target
     n, k = a.shape[:2]
@@ -281,7 +285,9 @@ def score_cam(
     model : npcam.nn.Model
         Any model implementing the protocol (Sequential or Graph).
     x : array_like, (N, C, H, W)
-        The input batch; the masks are (H, W).
+        The input batch; the masks are (H, W). A graph that reads (N, H, W, C)
+        (:meth:`npcam.Graph.channels_last_input`, a Keras model through ONNX) takes x in
+        that layout and ``baseline`` broadcast to it; it is run in its NCHW form.
     target : None, int, N ints or "all"
         None: the predicted class per image. "all": every class — the forward passes
         give every class's score, so no pass is added; a class axis follows N in

@@ -777,6 +777,36 @@ class Graph(ModelBase):
                      ambiguous=self.ambiguous, input_shape=self.input_shape,
                      output_softmax=self.output_softmax, import_notes=self.import_notes)
 
+    def channels_last_input(self) -> bool:
+        """Whether the graph reads its input channels-last, (N, H, W, C): the input is read
+        by one node only, a ``Permute((0, 3, 1, 2))`` to NCHW (a Keras or JAX model through
+        ONNX). Methods that work in image space (Score-CAM's masks, FullGrad's input term,
+        the upsampled maps) need to know which axes of ``x`` are H and W."""
+        readers = [n for n in self.nodes if INPUT in n.inputs]
+        return (len(readers) == 1 and isinstance(readers[0].layer, Permute)
+                and tuple(d % 4 for d in readers[0].layer.dims) == (0, 3, 1, 2)
+                and len(readers[0].inputs) == 1)
+
+    def nchw_input(self) -> Graph:
+        """The same network taking (N, C, H, W): for a :meth:`channels_last_input` graph,
+        the graph without its leading NHWC→NCHW ``Permute`` (its readers read the input);
+        any other graph is returned as it is. ``g.nchw_input().forward(x.transpose(0, 3, 1, 2))``
+        equals ``g.forward(x)`` exactly, and every other node keeps its name."""
+        if not self.channels_last_input():
+            return self
+        first = next(n for n in self.nodes if INPUT in n.inputs)
+        nodes = [Node(n.name, n.layer, tuple(INPUT if i == first.name else i for i in n.inputs),
+                      n.aliases, n.from_module, n.inplace, n.state_keys)
+                 for n in self.nodes if n is not first]
+        shape = self.input_shape
+        nchw = (shape[0], shape[3], shape[1], shape[2]) if shape is not None and len(shape) == 4 else shape
+        default = None if self.default_layer_name == first.name else self.default_layer_name
+        notes = (*self.import_notes, "the leading NHWC-to-NCHW Transpose was removed; the graph "
+                 "takes (N, C, H, W).")
+        return Graph(nodes, INPUT if self._output == first.name else self._output,
+                     default_layer_name=default, ambiguous=self.ambiguous, input_shape=nchw,
+                     output_softmax=self.output_softmax, import_notes=notes)
+
     def _check_input_shape(self, x: np.ndarray) -> None:
         want = self.input_shape
         if want is None:

@@ -276,3 +276,51 @@ def test_float64_keras_model_exports_float64(tmp_path):
     assert rel_err(r.activations, a) < TOL64
     assert rel_err(r.gradients, g) < TOL64
     assert rel_err(r.cam, gradcam_map(a, g)) < TOL64
+
+
+@pytest.fixture(scope="module")
+def exported_default(cnn, tmp_path_factory):
+    """The export at tf2onnx's default opset (the CAM-family checks need one export)."""
+    path = tmp_path_factory.mktemp("keras_onnx_family") / "tinycnn.onnx"
+    export(cnn[0], path, None)
+    return path
+
+
+#: the tf-keras-vis class of each CAM-family preset (issue 13)
+TKV_CLASSES = {"grad-cam++": "GradcamPlusPlus", "layer-cam": "Layercam", "score-cam": "Scorecam"}
+
+
+@pytest.mark.parametrize("linear", [False, True], ids=["softmax-output", "ReplaceToLinear"])
+@pytest.mark.parametrize("layer", ["conv2", "relu1"])
+@pytest.mark.parametrize("method", list(TKV_CLASSES))
+def test_cam_family_tf_keras_vis_presets(exported_default, cnn, method, layer, linear):
+    """``npcam.conventions.cam(method, ..., convention="tf-keras-vis")`` on the imported
+    graph equals tf-keras-vis 0.8.7's own ``GradcamPlusPlus``, ``Layercam`` and ``Scorecam``
+    (defaults: resized to the input, normalised) on the Keras model, at float32 precision.
+
+    The score is the model output at the class (``CategoricalScore``): the softmax
+    probability for the model as built (npcam's ``score=None``, the presets' default), the
+    logit under ``ReplaceToLinear`` (``score="logit"``). For Score-CAM the library applies
+    a class softmax of its own to that output: the probability twice (tf-keras-vis #47) for
+    the softmax model, once under ``ReplaceToLinear``."""
+    pytest.importorskip("tf_keras_vis")
+    import importlib
+
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    module = {"grad-cam++": "gradcam_plus_plus", "layer-cam": "layercam",
+              "score-cam": "scorecam"}[method]
+    cls = getattr(importlib.import_module(f"tf_keras_vis.{module}"), TKV_CLASSES[method])
+    model, _, x, _ = cnn
+    modifier = ReplaceToLinear() if linear else None
+    explainer = cls(model, model_modifier=modifier, clone=True)
+    theirs = np.asarray(explainer(CategoricalScore(TARGETS), x, penultimate_layer=layer,
+                                  seek_penultimate_conv_layer=False))
+    graph = npcam.from_onnx(exported_default)
+    ours = npcam.conventions.cam(method, graph, x.astype(np.float64), target=TARGETS,
+                                 layer=layer, convention="tf-keras-vis",
+                                 score="logit" if linear else None)
+    assert theirs.shape == ours.shape == (2, SIZE, SIZE)
+    assert theirs.max() > 0.5  # min-max normalised, not an all-zero map
+    assert rel_err(ours, theirs) < TOL

@@ -45,6 +45,7 @@ import numpy as np
 
 from ...methods import grad_cam as _grad_cam_module
 from ...methods import gradients as _gradients
+from ...methods._core import nchw_view
 from ..resizers import opencv_resize_linear, torch7_scale_bilinear
 from .captum import captum_guided_grad_cam, captum_layer_grad_cam
 from .grad_cam_lua import grad_cam_lua, grad_cam_lua_guided
@@ -182,6 +183,7 @@ def grad_cam(
     name, conv = _convention(convention)
     _check_options(name, options, conv.options)
     _one_target(target)
+    model, x, _ = nchw_view(model, x)  # a channels-last graph: H and W are x's axes 1, 2
     r = _grad_cam_module.grad_cam(model, x, target, layer, DEFAULT_SCORES[name] if score is None else score)
     size = input_size
     if size is None and conv.resizes(options):
@@ -198,7 +200,8 @@ def guided_grad_cam(
     score: str | None = None,
     **options: Any,
 ) -> np.ndarray:
-    """The Guided Grad-CAM ``convention``'s library returns: (N, C, H, W).
+    """The Guided Grad-CAM ``convention``'s library returns: (N, C, H, W) (also for a graph
+    that reads its input channels-last, run in its NCHW form).
 
     Available for :data:`GUIDED_NAMES` (``npcam``, ``captum``, ``grad-cam-lua``); the other
     libraries ship no Guided Grad-CAM (pytorch-grad-cam has a guided-backprop model and
@@ -215,6 +218,7 @@ def guided_grad_cam(
     _check_options(name, options, conv.guided_options)
     _one_target(target)
     score = DEFAULT_SCORES[name] if score is None else score
+    model, x, _ = nchw_view(model, x)
     r = _grad_cam_module.grad_cam(model, x, target, layer, score)
     gb = _gradients.guided_backprop(model, x, r.target, score)
     return conv.guided(gb, r.activations, r.gradients, **options)
@@ -338,7 +342,9 @@ def cam(
         refused). FullGrad takes ``layer=None`` only.
     convention : one of ``FAMILY_NAMES[method]``; ``"authors-code"`` is the paper authors'
         released code (for Grad-CAM an alias of ``"grad-cam-lua"``).
-    input_size : (H, W) for conventions that resize (default the spatial size of ``x``).
+    input_size : (H, W) for conventions that resize (default the spatial size of ``x``:
+        its axes 2, 3, or 1, 2 for a graph that reads its input channels-last, which is run
+        in its NCHW form, :meth:`npcam.Graph.nchw_input`).
     score : None (the library's default score for that method) or a score name.
     **options : the convention's own options, documented in its function's docstring
         (``npcam.verify.conventions.<method module>``).
@@ -365,6 +371,10 @@ def cam(
         )
     _one_target(target)
     _warn_inplace(model, layer, convention)
+    # every convention works in image space as the libraries do (torch's NCHW): a graph
+    # that reads its input channels-last (a Keras model through ONNX) is run in its NCHW
+    # form, so that masks and resizes use the image's H and W
+    model, x, _ = nchw_view(model, x)
     if method == "grad-cam":
         name = "grad-cam-lua" if convention == "authors-code" else convention
         return grad_cam(model, x, target, layer, name, input_size, score, **options)
