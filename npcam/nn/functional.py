@@ -331,8 +331,43 @@ def relu_backward(dout: np.ndarray, cache: ReLUCache, relu_rule: str = "standard
 
 # ----------------------------------------------------------------------------- max-pool
 class MaxPool2dCache(NamedTuple):
-    x_shape: tuple[int, ...]
-    argmax: np.ndarray  # flat index (row·W + col) into the (unpadded) input plane of each output
+    """What the backward pass needs: the input and the output (both references to arrays
+    the trace holds anyway) and the window geometry. The winners' positions are found only
+    when asked for (:attr:`argmax`, by the backward pass): a forward-only pass — the
+    hundreds of masked inputs of Score-CAM or Ablation-CAM — never pays for them."""
+
+    x: np.ndarray
+    out: np.ndarray
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: Padding
+    ceil_mode: bool
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return self.x.shape
+
+    @property
+    def argmax(self) -> np.ndarray:
+        """Per output, the flat index (row·W + col) into the unpadded input plane of its
+        window's first maximum in row-major order (``argmax``'s rule, and PyTorch's):
+        the first kernel offset (i, j), in row-major order, whose input equals the
+        output — exact, since the output *is* one of the window's inputs."""
+        x, out = self.x, self.out
+        w = x.shape[3]
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        top, _, left, _ = _sides(self.padding)
+        xp, h_out, w_out = _pool_pad(x, self.kernel, self.stride, self.padding, self.ceil_mode, -np.inf)
+        rows_end, cols_end = sh * (h_out - 1) + 1, sw * (w_out - 1) + 1
+        k = np.full(out.shape, kh * kw, dtype=np.intp)  # kh·kw: not found yet
+        for i in reversed(range(kh)):  # the last match written is the first in row-major order
+            for j in reversed(range(kw)):
+                hit = xp[:, :, i : i + rows_end : sh, j : j + cols_end : sw] == out
+                np.copyto(k, i * kw + j, where=hit)
+        # Window-local index k = i·kW + j  ->  flat index in the unpadded input plane.
+        rows = np.arange(h_out)[:, None] * sh + k // kw - top
+        cols = np.arange(w_out)[None, :] * sw + k % kw - left
+        return rows * w + cols
 
 
 def _pool_pad(
@@ -369,23 +404,24 @@ def max_pool2d_forward(
     by the layer) every window holds a real input, so the maximum is always a real input
     and padding never wins.
 
-    The position of the maximum is remembered for the backward pass. On ties it is the
-    first maximum of the window in row-major order (``argmax``'s rule, and PyTorch's).
+    The backward pass needs the position of each maximum; the cache finds it from x and
+    the output when asked (:attr:`MaxPool2dCache.argmax`). On ties it is the first maximum
+    of the window in row-major order (``argmax``'s rule, and PyTorch's).
     """
-    n, c, h, w = x.shape
     kh, kw = kernel
     sh, sw = stride
-    top, _, left, _ = _sides(padding)
     xp, h_out, w_out = _pool_pad(x, kernel, stride, padding, ceil_mode, -np.inf)
-    windows = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, : sh * (h_out - 1) + 1 : sh,
-                                                             : sw * (w_out - 1) + 1 : sw]
-    flat = windows.reshape(n, c, h_out, w_out, kh * kw)
-    k = flat.argmax(axis=-1)
-    out = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
-    # Window-local index k = i·kW + j  ->  flat index in the unpadded input plane.
-    rows = np.arange(h_out)[:, None] * sh + k // kw - top
-    cols = np.arange(w_out)[None, :] * sw + k % kw - left
-    return out, MaxPool2dCache(x.shape, rows * w + cols)
+    # One strided slice of x_pad per kernel offset (i, j): the slice holds element (i, j)
+    # of every window, so kH·kW vectorised maxima give the output. (A window view
+    # reshaped to (..., kH·kW) copies the input kH·kW/(s_h·s_w) times over, and argmax
+    # over a short last axis is slow: 5× the time on the zoo's 2×2 pools.)
+    rows_end, cols_end = sh * (h_out - 1) + 1, sw * (w_out - 1) + 1
+    out = xp[:, :, 0:rows_end:sh, 0:cols_end:sw].copy()
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                np.maximum(out, xp[:, :, i : i + rows_end : sh, j : j + cols_end : sw], out=out)
+    return out, MaxPool2dCache(x, out, (kh, kw), (sh, sw), padding, bool(ceil_mode))
 
 
 def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The ``npcam`` command: the demo end to end, ``explain`` on a user's file, and the
 error rule (one line on stderr, exit code 2, no traceback)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from _support import one_error_line
@@ -135,3 +137,51 @@ def test_demo_method_selection():
     assert select_methods(None) == select_methods("demo") == in_demo
     assert select_methods("all") == tuple(npcam.METHODS)
     assert select_methods("score-cam, cam") == ("score-cam", "cam")
+
+
+@pytest.mark.parametrize("method", ["score-cam", "ablation-cam"])
+def test_demo_maps_of_one_image_for_two_classes_share_the_forward_passes(method):
+    """The demo explains a two-object scene as one image repeated for two targets; for the
+    many-pass methods its panels come from one ``target="all"`` call on the image. They
+    equal the per-row call (the methods are batch-independent): the same normalised maps
+    to 1e-12, and the two classes' maps differ. (With the logit, Ablation-CAM warns for
+    the classes whose y^c < 0; the demo then explains the rows one by one, so that only
+    the asked classes are warned about.)"""
+    from npcam import zoo
+    from npcam.cli.demo import method_maps
+    from npcam.evaluation.scenes import make_scenes
+    from npcam.image import normalize, upsample
+
+    model = zoo.pretrained("gap")
+    image = zoo.standardize("gap", make_scenes(1, seed=7, objects=2).images)
+    x = np.repeat(image, 2, axis=0)
+    t = np.array([0, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning about a class that is not asked for
+        ours = method_maps(model, x, t, method, options={"score": "softmax"})
+    ref = normalize(upsample(npcam.METHODS[method].function(model, x, t, score="softmax").cam,
+                             x.shape[2:]))
+    assert ours.shape == ref.shape == (2, 64, 64)
+    assert np.abs(ours - ref).max() < 1e-12
+    assert np.abs(ours[0] - ours[1]).max() > 0.1
+
+
+def test_demo_maps_warn_only_about_the_asked_classes():
+    """Ablation-CAM with the logit warns when y^c ≤ 0. For one image asked twice for its
+    predicted class (y^c > 0), the demo's map function does not warn, although another
+    class's y^c is negative (a ``target="all"`` call would warn about it)."""
+    from npcam import zoo
+    from npcam.cli.demo import method_maps
+    from npcam.evaluation.scenes import make_scenes
+
+    model = zoo.pretrained("gap")
+    image = zoo.standardize("gap", make_scenes(1, seed=7, objects=2).images)
+    x = np.repeat(image, 2, axis=0)
+    logits = model.forward(image)[0]
+    top = int(np.argmax(logits))
+    asked = np.array([top, top])  # asked twice (a scene of two objects of one class)
+    assert logits[top] > 0 and (logits < 0).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        maps = method_maps(model, x, asked, "ablation-cam")
+    assert maps.shape == (2, 64, 64)

@@ -221,6 +221,36 @@ def test_forward_from_reruns_the_rest():
     np.testing.assert_array_equal(net.forward_from("classifier", logits), logits)
 
 
+def test_partial_trace_keeps_what_a_backward_pass_to_a_layer_needs():
+    """``run(x, keep=...)``: the logits are exactly the full trace's; ``keep=()`` holds the
+    last layer's output only and no cache; ``keep=(k,)`` holds the outputs from k on and the
+    caches after k, and ``vjp(..., to=k)`` and ``run_from`` then equal the full trace's."""
+    rng = np.random.default_rng(3)
+    net = make_net(rng)
+    x = rng.standard_normal((2, 2, 6, 4))
+    full = net.run(x)
+    lean = net.run(x, keep=())
+    np.testing.assert_array_equal(lean.output, full.output)
+    assert set(lean.activations) == {"classifier.2", "classifier"} and not lean.caches
+    part = net.run(x, keep=("features.3",))
+    np.testing.assert_array_equal(part.output, full.output)
+    assert "features.2" not in part.activations and "features.3" in part.activations
+    assert set(part.caches) == {"features.4", "classifier.0", "classifier.1", "classifier.2"}
+    cot = rng.standard_normal(full.output.shape)
+    np.testing.assert_array_equal(net.vjp(part, cot, to="features.3").grad,
+                                  net.vjp(full, cot, to="features.3").grad)
+    a = rng.standard_normal(full.activations["features.3"].shape)
+    np.testing.assert_array_equal(net.run_from(part, "features.3", a).output,
+                                  net.run_from(full, "features.3", a).output)
+    assert set(net.run(x, keep=("input",)).caches) == set(full.caches)
+    with pytest.raises(TypeError, match="keep"):
+        net.run(x, keep="features.3")
+    with pytest.raises(ValueError, match="nope"):
+        net.run(x, keep=("nope",))
+    with pytest.raises(ValueError, match="features.0"):
+        net.run(np.full(x.shape, 1e308), keep=())  # overflows in the first conv: named
+
+
 # ============================================================================ backward
 @given(st.integers(0, 2**32 - 1), st.sampled_from(NAMES), st.integers(1, 2), st.booleans())
 def test_backward_to_layer_matches_finite_differences(seed, name, n, nested):
