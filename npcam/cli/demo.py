@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from ..evaluation.scenes import make_scenes
 from ..evaluation.tables import EVALUATION_OPTIONS
 from ..image import normalize, overlay, save_image, upsample
 from ..methods._core import CAMResult
+from ..methods._passes import cams_for_classes
 from ..methods.grad_cam import grad_cam
 from ..methods.identities import cam_equivalence
 from ..methods.registry import METHODS as REGISTRY
@@ -81,13 +81,12 @@ def method_maps(model: Any, x: np.ndarray, target: np.ndarray, method: str,
         # ablated inputs are the same for every class, so one set of forward passes with
         # target="all" gives every class's map (equal to the per-row call up to rounding:
         # the methods are batch-independent), at 1/N of the cost.
-        # A warning of that call may concern a class not asked for (Ablation-CAM's y^c ≤ 0):
-        # then the per-row call below runs instead and warns about the asked ones only.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            cam = _call(entry, model, x[:1], "all", layer, options).cam[0, np.asarray(target)]
-        if not caught:
-            return normalize(upsample(cam, x.shape[2:]))
+        kw = dict(options or {})
+        if layer is not None:
+            kw["layer"] = layer
+        cams = cams_for_classes(entry.function, model, x[:1], np.asarray(target)[None], **kw)
+        if cams is not None:
+            return normalize(upsample(cams[0], x.shape[2:]))
     out = _call(entry, model, x, target, layer, options)
     if isinstance(out, CAMResult):
         return normalize(upsample(out.cam, x.shape[2:]))

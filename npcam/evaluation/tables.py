@@ -27,6 +27,7 @@ import numpy as np
 from .. import zoo
 from ..image import upsample
 from ..methods._core import CAMResult
+from ..methods._passes import cams_for_classes
 from ..methods.registry import METHODS, Method
 from . import localization as metrics
 from .scenes import make_scenes
@@ -70,6 +71,32 @@ def _batched(fn, model, x, target, batch: int = 250) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def _pair_maps(method: Method, model, x: np.ndarray, classes: np.ndarray,
+               batch: int = 250) -> list[np.ndarray]:
+    """The maps (N, H, W) of both objects of the two-object scenes, one array per object.
+
+    The methods whose forward passes give every class's score (Score-, SS-, IS-,
+    Ablation-CAM) explain both objects of a batch with one ``target="all"`` call
+    (:func:`~npcam.methods._passes.cams_for_classes`), which halves their cost; the
+    per-object calls run instead when that call warned, so that only the asked classes'
+    warnings are shown."""
+    fn = MAP_METHODS[method.display_name]
+    if not (method.needs_forward_passes and method.supports_all_targets):
+        return [_batched(fn, model, x, classes[:, k]) for k in range(classes.shape[1])]
+    options = EVALUATION_OPTIONS.get(method.name, {})
+    parts = []
+    for i in range(0, len(x), batch):
+        xb, cb = x[i : i + batch], classes[i : i + batch]
+        cams = cams_for_classes(method.function, model, xb, cb, **options)
+        if cams is None:
+            parts.append(np.stack([fn(model, xb, cb[:, k]) for k in range(cb.shape[1])], axis=1))
+        else:
+            parts.append(np.stack([upsample(cams[:, k], x.shape[2:])
+                                   for k in range(cb.shape[1])], axis=1))
+    maps = np.concatenate(parts)
+    return [maps[:, k] for k in range(classes.shape[1])]
+
+
 def localization_table(n: int = 500, seed: int = 777, models: tuple[str, ...] = ("gap", "vgg"),
                        methods: tuple[str, ...] | None = None) -> list[dict]:
     """One row per (model, method): pointing game, box accuracy and discrimination rates
@@ -102,9 +129,9 @@ def localization_table(n: int = 500, seed: int = 777, models: tuple[str, ...] = 
                 continue
             maps = _batched(fn, model, xs, singles.labels)
             hits = []
-            for k in (0, 1):
+            for k, mk in enumerate(_pair_maps(METHODS[_NAMES[method]], model, xp,
+                                              pairs.object_labels)):
                 other = 1 - k
-                mk = _batched(fn, model, xp, pairs.object_labels[:, k])
                 hits.append(metrics.discrimination(mk, pairs.masks[:, k], pairs.masks[:, other]))
             rows.append({
                 "model": name, "method": method,

@@ -11,6 +11,7 @@ one :class:`npcam._progress.Progress`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..nn import functional
 from .scores import check_score
 
 __all__ = [
+    "cams_for_classes",
     "check_batch_size",
     "check_count",
     "check_rng",
@@ -119,3 +121,20 @@ def pick(all_scores: np.ndarray, target: np.ndarray) -> np.ndarray:
     moved = np.moveaxis(all_scores, -1, 1)  # (N, C, ...)
     idx = target.reshape(target.shape + (1,) * (moved.ndim - 2))
     return np.take_along_axis(moved, idx, axis=1)
+
+
+def cams_for_classes(function: Callable[..., Any], model: Any, x: np.ndarray,
+                     classes: np.ndarray, **options: Any) -> np.ndarray | None:
+    """``cam`` (N, m, h, w) of image n for each of its m ``classes`` (N, m), from **one**
+    ``function(model, x, target="all", **options)`` call: for the methods whose forward
+    passes give every class's score (Score-, SS-, IS-, Ablation-CAM), explaining m classes
+    of an image costs the passes of one. Equal to m separate calls up to rounding (every
+    pass is a function of its own row). None when the call warned: a warning may concern a
+    class not asked for (Ablation-CAM's y^c ≤ 0), so the caller explains the asked classes
+    itself and gets their warnings only."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cam = function(model, x, target="all", **options).cam  # (N, C, h, w)
+    if caught:
+        return None
+    return np.take_along_axis(cam, np.asarray(classes)[:, :, None, None], axis=1)
