@@ -144,9 +144,11 @@ def pytorch_grad_cam_full_grad(
     What the library returns vs what the paper says: ψ per channel as the paper, but with
     OpenCV's half-pixel resize instead of bilinear with corners aligned, ε 1e-7, the BN and
     conv biases only (no Linear, no implicit biases), and a final min-max of S. Measured
-    against npcam's default map (min-max normalised maps, max difference): 0.20 on the
-    SmallCNN and 0.23 on resnet18 at 64 px (cam-family.md § 10; re-measured in
-    ``tests/crosscheck/test_family_full_grad.py``).
+    against npcam's default map (min-max normalised maps, max difference): 0.111 on the
+    SmallCNN and 0.176 on resnet18 at 64 px, mostly the half-pixel resize (against
+    ``align_corners=False`` 4.4e-4 and 1.5e-3), pinned in
+    ``tests/crosscheck/test_family_full_grad.py`` (cam-family.md § 10 reports 0.20 and 0.23
+    on its models).
     """
     _no_layer(layer)
     d = _decompose(model, x, target, "logit" if score is None else score, "ignore")
@@ -191,8 +193,9 @@ def authors_code_full_grad(
 
     What the code returns vs what the paper says: the paper's ψ works per channel; the
     code normalises each layer's channels jointly (and the 3 input channels jointly).
-    Measured against npcam's default map (min-max normalised maps): 0.47 on the SmallCNN,
-    0.20 on resnet18 (cam-family.md § 10; re-measured in the crosscheck test). The code
+    Measured against npcam's default map (min-max normalised maps): 0.459 on the SmallCNN,
+    0.0925 on resnet18 at 64 px, pinned in the crosscheck test (cam-family.md § 10 reports
+    0.47 and 0.20 on its models). The code
     also asserts completeness at start-up (``checkCompleteness``, rel_tol 1e-4), which
     fails on networks with implicit biases (ReLU6) since it counts none.
 
