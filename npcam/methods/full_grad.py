@@ -69,7 +69,6 @@ Implementations differ in ψ (``../shared/notes/cam-family.md`` § 10):
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +115,8 @@ from ..nn.trace import Model, Trace
 from ._core import CAMResult, Target, _to_nchw, check_input, check_model, nchw_view, targets
 from .scores import check_score, scores_and_cotangent
 
-__all__ = ["BIAS_PREFIX", "PSI", "completeness_gap", "full_grad", "rescale_per_channel", "rescale_per_layer"]
+__all__ = ["BIAS_PREFIX", "PSI", "bias_terms", "completeness_gap", "full_grad", "rescale_per_channel",
+           "rescale_per_layer"]
 
 #: The ψ normalisations: the paper's per channel, the official code's per layer.
 PSI = ("per-channel", "per-layer")
@@ -396,7 +396,8 @@ def full_grad(
         (in ``x``'s layout) is ``x ⊙ ∂y^c/∂x`` and ``extra["bias:" + node]`` the bias term ``b ⊙ ∂y^c/∂z`` of
         every node that adds a constant, at that node's output shape (a Linear's is
         (N, out)), before ψ and resizing: a flat key per node because ``extra`` maps names
-        to arrays (:data:`BIAS_PREFIX`). A node with no path to the logits has a zero term.
+        to arrays (:data:`BIAS_PREFIX`); :func:`bias_terms` gives them as the mapping
+        layer name → term. A node with no path to the logits has a zero term.
 
     Raises
     ------
@@ -447,6 +448,27 @@ def full_grad(
     return CAMResult(np.maximum(saliency, 0.0), saliency, None, None, None, d.scores, d.target, None, extra)
 
 
+def bias_terms(result: CAMResult) -> dict[str, np.ndarray]:
+    r"""The bias terms of a :func:`full_grad` result as a mapping layer name →
+    ``b_l ⊙ ∂y^c/∂z_l`` at that layer's output shape (unprocessed: before ψ and resizing),
+    in the graph's order — the ``extra["bias:" + name]`` entries without their prefix::
+
+        r = npcam.full_grad(model, x)
+        terms = npcam.methods.full_grad.bias_terms(r)      # {"features.0": (N, K, h, w), ...}
+        # completeness: Σ input_term + Σ_l Σ terms[l] = y^c per image
+
+    The arrays are those of ``result.extra`` (read-only views, not copies).
+    """
+    _check_result(result)
+    return {key[len(BIAS_PREFIX):]: term for key, term in result.extra.items()
+            if key.startswith(BIAS_PREFIX)}
+
+
+def _check_result(result: Any) -> None:
+    if not isinstance(result, CAMResult) or "input_term" not in result.extra:
+        raise TypeError(f"result must be the CAMResult of full_grad, got {describe(result)}.")
+
+
 def completeness_gap(result: CAMResult) -> np.ndarray:
     r"""``y^c − (Σ x ⊙ ∇ₓy^c + Σ_l Σ b_l ⊙ ∂y^c/∂z_l)`` per image, (N,), from a
     :func:`full_grad` result's ``extra``: 0 up to rounding for a piecewise-linear network
@@ -456,12 +478,9 @@ def completeness_gap(result: CAMResult) -> np.ndarray:
         r = npcam.full_grad(model, x)
         gap = npcam.methods.full_grad.completeness_gap(r)     # ~1e-16 · Σ|terms|
     """
-    if not isinstance(result, CAMResult) or "input_term" not in result.extra:
-        raise TypeError(f"result must be the CAMResult of full_grad, got {describe(result)}.")
-    extra: Mapping[str, np.ndarray] = result.extra
+    _check_result(result)
     n = result.scores.shape[0]
-    total = extra["input_term"].reshape(n, -1).sum(axis=1)
-    for key, term in extra.items():
-        if key.startswith(BIAS_PREFIX):
-            total = total + term.reshape(n, -1).sum(axis=1)
+    total = result.extra["input_term"].reshape(n, -1).sum(axis=1)
+    for term in bias_terms(result).values():
+        total = total + term.reshape(n, -1).sum(axis=1)
     return result.scores - total

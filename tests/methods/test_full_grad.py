@@ -23,6 +23,7 @@ from npcam import Graph, Node
 from npcam.methods.full_grad import (
     BIAS_PREFIX,
     CONSTANT_RANGE,
+    bias_terms,
     completeness_gap,
     full_grad,
     rescale_per_channel,
@@ -126,6 +127,21 @@ def test_completeness_small_cnn():
     assert _complete(r) <= 1e-12
     assert list(_terms(r)) == ["features.0", "features.2", "features.5", "classifier.1"]
     assert r.target.tolist() == TARGETS
+
+
+def test_bias_terms_map_layer_names_to_the_unprocessed_terms():
+    """bias_terms is the issue's mapping layer name → b ⊙ ∂y^c/∂z: the SmallCNN's four
+    layers with a bias, in order, each term at its layer's output shape and the very array
+    of extra["bias:<name>"]; a result of another method is refused."""
+    r = full_grad(small_cnn(), small_cnn_input(), TARGETS)
+    terms = bias_terms(r)
+    assert list(terms) == ["features.0", "features.2", "features.5", "classifier.1"]
+    trace = small_cnn().run(small_cnn_input())
+    for name, term in terms.items():
+        assert term is r.extra[BIAS_PREFIX + name]
+        assert term.shape == trace.activations[name].shape
+    with pytest.raises(TypeError, match="result must be the CAMResult of full_grad"):
+        bias_terms(npcam.grad_cam(small_cnn(), small_cnn_input()))
 
 
 @pytest.mark.parametrize("name", ["gap", "vgg"])
