@@ -90,9 +90,9 @@ def _pair_maps(method: Method, model, x: np.ndarray, classes: np.ndarray,
         cams = cams_for_classes(method.function, model, xb, cb, **options)
         if cams is None:
             parts.append(np.stack([fn(model, xb, cb[:, k]) for k in range(cb.shape[1])], axis=1))
-        else:
-            parts.append(np.stack([upsample(cams[:, k], x.shape[2:])
-                                   for k in range(cb.shape[1])], axis=1))
+        else:  # one resize of every (image, object) map, as _maps resizes a cam
+            n, m, h, w = cams.shape
+            parts.append(upsample(cams.reshape(n * m, h, w), x.shape[2:]).reshape(n, m, *x.shape[2:]))
     maps = np.concatenate(parts)
     return [maps[:, k] for k in range(classes.shape[1])]
 
