@@ -26,6 +26,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "npcam.cli.train",
     "npcam.cli.vectors",
     "npcam.cli.compare",
+    "npcam.cli.diagnose",
 )
 
 

@@ -337,7 +337,7 @@ BUGS: tuple[Bug, ...] = (
     _bug("channels-last", "A and ∂y^c/∂A, stored (N, K, h, w), are read as (N, h, w, K) (a view or "
          "reshape where a permute was needed)", _ALPHA, channels_last=True),
     _bug("transposed-map", "the map has h and w swapped ({w}×{h} instead of {h}×{w})",
-         _MAP, transposed=True),
+         _MAP - {"guided_grad_cam"}, transposed=True),
     _bug("nearest-upsampling", "the map is upsampled with nearest instead of bilinear "
          "interpolation", _UP, resize="nearest"),
     _bug("align-corners", "the map is upsampled bilinearly with align_corners=True instead of "

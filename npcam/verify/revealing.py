@@ -27,6 +27,8 @@ def revealing_batch(
     layer: str | None = None,
     rng: Any = 0,
     max_tries: int = 200,
+    *,
+    score: str = "logit",
 ) -> np.ndarray:
     r"""``n`` images that predict at least two classes and whose raw maps take both signs.
 
@@ -34,7 +36,9 @@ def revealing_batch(
     ``numpy.random.Generator``): each is ``s·ε + b`` with ε standard normal per pixel, a
     scale s uniform in [0.5, 2] and a per-channel offset b ~ N(0, 1), so that the logits
     vary between images. A candidate qualifies when its raw Grad-CAM map at ``layer``
-    (for its predicted class) has values > 0 and < 0; the batch takes qualifying
+    (for its predicted class) has values > 0 and < 0; when every candidate predicts one
+    class (an untrained network often does), the first 4n of them are moved across the
+    decision boundary by a few Newton steps on the logit margin (:func:`_nudged`); the batch takes qualifying
     candidates round-robin over their predicted classes (two classes at least, then in
     order of appearance).
 
@@ -50,6 +54,8 @@ def revealing_batch(
     rng : int or numpy.random.Generator
     max_tries : int
         Candidates drawn at most.
+    score : the score of the raw maps (``"logit"``, ``"softmax"``, ``"log_softmax"``): the
+        one the implementation under test differentiates.
 
     Returns
     -------
@@ -71,6 +77,7 @@ def revealing_batch(
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(int(rng))
     pool: dict[int, list[np.ndarray]] = {}
     classes_seen: set[int] = set()
+    first: list[np.ndarray] = []  # the first candidates, to nudge if one class only
     drawn = 0
     name = layer
     while drawn < max_tries:
@@ -79,11 +86,12 @@ def revealing_batch(
         offset = gen.standard_normal((m, shape[0], 1, 1))
         x = scale * gen.standard_normal((m, *shape)) + offset
         drawn += m
-        r = grad_cam(model, x, None, name)
+        r = grad_cam(model, x, None, name, score)
         if name is None:
             name = r.layer
         raw = r.raw.reshape(m, -1)
         both = (raw.max(axis=1) > 0) & (raw.min(axis=1) < 0)
+        first.extend(x[: max(0, 4 * n - len(first))])
         for i in range(m):
             c = int(r.target[i])
             classes_seen.add(c)
@@ -91,6 +99,13 @@ def revealing_batch(
                 pool.setdefault(c, []).append(x[i])
         if len(pool) >= 2 and sum(len(v) for v in pool.values()) >= n:
             return _round_robin(pool, n)
+    if len(classes_seen) == 1:  # one class only: move images across the decision boundary
+        c = next(iter(classes_seen))
+        for cls, img in _nudged(model, np.stack(first), c, name, score):
+            pool.setdefault(cls, []).append(img)
+        if len(pool) >= 2 and sum(len(v) for v in pool.values()) >= n:
+            return _round_robin(pool, n)
+        classes_seen |= set(pool)
     if len(classes_seen) < 2:
         only = next(iter(classes_seen))
         raise ValueError(f"the model predicts one class ({only}) for all {drawn} tries; "
@@ -104,6 +119,47 @@ def revealing_batch(
     got = sum(len(v) for v in pool.values())
     raise ValueError(f"only {got} of {drawn} tries qualify (two classes, raw maps of both signs), "
                      f"fewer than n = {n}.")
+
+
+def _nudged(model: Any, x: np.ndarray, c: int, layer: str | None, score: str = "logit",
+            steps: int = 60) -> list[tuple[int, np.ndarray]]:
+    r"""Images of class ``c`` moved across the decision boundary: image i towards the
+    class of its (i mod (C − 1) + 2)-th largest logit, c_i, by Newton steps on the margin
+    ``μ = z_c − z_{c_i}``: ``x ← x + (μ + μ₀/2) / ‖g‖² · g`` with ``g = ∂(z_{c_i} − z_c)/∂x``
+    and μ₀ the first margin, each step at most a tenth of ‖x‖ (damped), so that the image
+    ends well inside c_i's region (an argmax
+    that float32 rounding cannot flip). Those that reach c_i with a raw map of both signs
+    at ``layer`` are returned as (class, image)."""
+    from ..methods.gradients import saliency
+
+    m = len(x)
+    rows = np.arange(m)
+    z = model.run(x).output
+    ranks = np.argsort(-z, axis=1)
+    goal = ranks[rows, rows % (z.shape[1] - 1) + 1]
+    mu0 = z[rows, c] - z[rows, goal]
+    for _ in range(steps):
+        z = model.run(x).output
+        mu = z[rows, c] - z[rows, goal]
+        active = mu > -mu0 / 4
+        if not active.any():
+            break
+        d = saliency(model, x, goal) - saliency(model, x, np.full(m, c))
+        norm2 = (d.reshape(m, -1) ** 2).sum(axis=1)
+        ok = active & (norm2 > 0)
+        step = np.where(ok, (mu + mu0 / 2) / np.where(norm2 > 0, norm2, 1.0), 0.0)
+        # a damped step: at most a tenth of the image's norm (the margin is not linear)
+        size = np.abs(step) * np.sqrt(norm2)
+        cap = 0.1 * np.sqrt((x.reshape(m, -1) ** 2).sum(axis=1))
+        step = step * np.minimum(1.0, cap / np.where(size > 0, size, 1.0))
+        x = x + step[:, None, None, None] * d
+    out = []
+    r = grad_cam(model, x, None, layer, score)
+    raw = r.raw.reshape(m, -1)
+    for i in range(m):
+        if int(r.target[i]) != c and raw[i].max() > 0 and raw[i].min() < 0:
+            out.append((int(r.target[i]), x[i]))
+    return out
 
 
 def _round_robin(pool: dict[int, list[np.ndarray]], n: int) -> np.ndarray:

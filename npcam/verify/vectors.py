@@ -12,9 +12,14 @@ key                 content
 ``weight:<name>``   every ``state_dict`` entry (PyTorch's keys and layouts: NCHW, OIHW,
                     Linear (out, in)); load with ``model.load_state_dict``
 ``input``           x, (N, C, H, W) float64
-``target``          the class c per image, (N,) int64
-``layer``           the Grad-CAM target layer's name (0-d unicode)
-``score``           the differentiated score, ``"logit"`` (0-d unicode)
+``target``          the class c per image, (N,) int64 (for an ``argmax`` case: the
+                    predicted class, recorded)
+``target_rule``     ``"given"`` or ``"argmax"`` (0-d unicode): whether an implementation
+                    is given the targets or picks the predicted class itself
+``layer``           the Grad-CAM target layer's name (0-d unicode): a ReLU, a conv, a
+                    BatchNorm, a max-pool or a graph node
+``score``           the differentiated score, ``"logit"``, ``"softmax"`` or
+                    ``"log_softmax"`` (0-d unicode)
 ``logits``          the model output, (N, classes)
 ``scores``          y^c = logits[n, c_n], (N,)
 ``activations``     A^k of the target layer, (N, K, h, w)
@@ -27,7 +32,19 @@ key                 content
 ``guided_backprop`` ∂y^c/∂x with guided ReLUs, (N, C, H, W)
 ``deconvnet``       ∂y^c/∂x with deconvnet ReLUs, (N, C, H, W)
 ``guided_grad_cam`` cam_upsampled ⊙ guided_backprop, (N, C, H, W)
+``cam_normalized``  the min-max normalisation of cam_upsampled per image,
+                    (u − min u) / (max u − min u) (:func:`npcam.normalize`), (N, H, W)
+``counterfactual``  ReLU(−M^c), the counterfactual map of § 5, (N, h, w)
+``family:<method>`` the ``cam`` of each deterministic CAM-family method of
+                    :data:`FAMILY_METHODS` (npcam's paper formula, the case's layer and
+                    targets, the score of :data:`FAMILY_SCORES`), (N, h, w)
 =================== ===================================================================
+
+The architecture is a :class:`~npcam.Sequential`'s or a :class:`~npcam.Graph`'s
+``config()`` (the ``graph_residual_concat`` case: a residual block and a channel concat);
+:func:`case_to_torch` rebuilds any case as a ``torch.nn.Module`` with the same
+``state_dict`` keys, and ``npcam vectors --out DIR --torch`` writes a standalone
+``<case>.py`` beside each case that does it without npcam.
 
 ``index.json`` lists every case with its description, layer, score, targets and the
 shape, dtype and SHA-256 (of the C-order bytes) of every array; the conventions at the
@@ -63,32 +80,39 @@ import numpy as np
 
 from .._files import atomic_write
 from .._validate import describe
-from ..image import upsample
-from ..methods.grad_cam import grad_cam
+from ..image import normalize, upsample
+from ..methods.grad_cam import counterfactual, grad_cam
 from ..methods.gradients import deconvnet, guided_backprop, saliency
 from ..methods.guided_grad_cam import guided_grad_cam
+from ..methods.registry import METHODS
 from ..nn import layers
 from ..nn.config import model_from_config
+from ..nn.graph import Graph
 from ..nn.io import NpzArchive, parse_json, read_json, read_npy, write_npz
+from ..nn.ops import Add, Concat
 from ..nn.sequential import Sequential
 from .environment import show_versions
 
 __all__ = [
     "CASES",
     "CONVENTIONS",
+    "FAMILY_METHODS",
     "FORMAT_VERSION",
     "MAX_CASE_BYTES",
     "QUANTITIES",
     "TOLERANCES",
     "Comparison",
+    "case_inputs",
+    "case_to_torch",
     "compare",
     "load_case",
     "read_index",
+    "write_torch_scripts",
     "write_vectors",
 ]
 
 #: Version of the file layout and of the case definitions; bumped on any change to them.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 INDEX_NAME = "index.json"
 WEIGHT_PREFIX = "weight:"
 #: Bytes of one case file, and of the array given to :func:`compare`, that npcam reads
@@ -112,7 +136,26 @@ QUANTITIES = (
     "guided_backprop",
     "deconvnet",
     "guided_grad_cam",
+    "cam_normalized",
+    "counterfactual",
 )
+
+#: The CAM-family methods whose maps every case holds (``family:<method>``): the
+#: deterministic ones (SS-CAM, IS-CAM and SmoothGrad-CAM++ draw noise; FullGrad has no
+#: target layer).
+FAMILY_METHODS = (
+    "grad-cam++", "xgrad-cam", "hires-cam", "grad-cam-elementwise", "layer-cam", "score-cam",
+    "ablation-cam", "eigen-cam", "eigen-grad-cam",
+)
+FAMILY_PREFIX = "family:"
+#: The score of each ``family:<method>`` map, whatever the case's score: npcam's default
+#: for the method (the paper's), except Ablation-CAM, whose weight (y^c − y^c_k)/y^c
+#: needs y^c > 0: the softmax.
+FAMILY_SCORES = {
+    "grad-cam++": "logit", "xgrad-cam": "logit", "hires-cam": "logit",
+    "grad-cam-elementwise": "logit", "layer-cam": "logit", "score-cam": "softmax",
+    "ablation-cam": "softmax", "eigen-cam": "logit", "eigen-grad-cam": "logit",
+}
 
 #: Quantities that ``compare(..., convention=NAME)`` recomputes in a library's convention.
 CONVENTION_QUANTITIES = ("cam", "guided_grad_cam")
@@ -120,7 +163,8 @@ CONVENTION_QUANTITIES = ("cam", "guided_grad_cam")
 #: Bars on ``max|theirs − reference| / max|reference|``: float64 implementations agree to
 #: round-off (observed ≤ 1e-15 against torch/captum); float32 ones to ~1e-7 per operation.
 TOLERANCES: dict[str, dict[str, float]] = {
-    q: {"float64": 1e-10, "float32": 1e-4} for q in QUANTITIES
+    q: {"float64": 1e-10, "float32": 1e-4}
+    for q in (*QUANTITIES, *(FAMILY_PREFIX + m for m in FAMILY_METHODS))
 }
 
 CONVENTIONS = {
@@ -133,7 +177,12 @@ CONVENTIONS = {
     "grad_cam_weights": "alpha = mean over the h*w positions of dy^c/dA (not the sum)",
     "upsample": "bilinear with half-pixel centres: torch.nn.functional.interpolate("
     "mode='bilinear', align_corners=False)",
-    "score": "logit: the class score before softmax",
+    "score": "per case (index 'score'): logit (the class score before softmax), softmax or "
+    "log_softmax",
+    "target": "per case (index 'target_rule'): given, or argmax (the predicted class, recorded "
+    "under 'target')",
+    "cam_normalized": "(u - min u) / (max u - min u) per image of cam_upsampled; 0 for a "
+    "constant map",
     "batchnorm": "eval mode: running statistics",
 }
 
@@ -142,12 +191,13 @@ CONVENTIONS = {
 @dataclass(frozen=True)
 class _Case:
     description: str
-    build: Callable[[], Sequential]
+    build: Callable[[], Sequential | Graph]
     input_shape: tuple[int, int, int, int]
-    target: tuple[int, ...]
+    target: tuple[int, ...] | None  # None: the predicted class (recorded)
     layer: str
     seed: int
     integer: bool = False  # small integer weights and inputs (exact ties and zeros)
+    score: str = "logit"
 
 
 def _gap_fc() -> Sequential:
@@ -203,7 +253,34 @@ def _ties() -> Sequential:
     )
 
 
-#: The cases of format version 1. Changing any of them means bumping FORMAT_VERSION.
+def _residual_concat() -> Graph:
+    """conv-bn-relu, a residual block (conv-bn-relu-conv-bn, add, relu), two conv branches
+    concatenated along the channels, relu, global average pooling, linear. Node names are
+    torch attribute names, so the state_dict keys are a torch module's
+    (:func:`case_to_torch`)."""
+    bn = layers.BatchNorm2d
+    nodes = [
+        ("conv1", layers.Conv2d(3, 6, 3, padding=1, bias=False), ("input",)),
+        ("bn1", bn(6), ("conv1",)),
+        ("relu1", layers.ReLU(), ("bn1",)),
+        ("b_conv1", layers.Conv2d(6, 6, 3, padding=1, bias=False), ("relu1",)),
+        ("b_bn1", bn(6), ("b_conv1",)),
+        ("b_relu", layers.ReLU(), ("b_bn1",)),
+        ("b_conv2", layers.Conv2d(6, 6, 3, padding=1, bias=False), ("b_relu",)),
+        ("b_bn2", bn(6), ("b_conv2",)),
+        ("add", Add(), ("b_bn2", "relu1")),
+        ("relu2", layers.ReLU(), ("add",)),
+        ("br1", layers.Conv2d(6, 4, 1), ("relu2",)),
+        ("br2", layers.Conv2d(6, 4, 3, padding=1), ("relu2",)),
+        ("cat", Concat(1), ("br1", "br2")),
+        ("relu3", layers.ReLU(), ("cat",)),
+        ("gap", layers.GlobalAvgPool2d(), ("relu3",)),
+        ("fc", layers.Linear(8, 5), ("gap",)),
+    ]
+    return Graph(nodes, "fc")
+
+
+#: The cases of format version 2. Changing any of them means bumping FORMAT_VERSION.
 CASES: dict[str, _Case] = {
     "gap_fc": _Case(
         "conv-relu-conv-relu, then global average pooling and one linear layer (the CAM "
@@ -231,13 +308,33 @@ CASES: dict[str, _Case] = {
         "(ReLU'(0) = 0); a 4x4 target map, so 1/Z is exact and every value is a dyadic "
         "rational computed without rounding", _ties, (2, 2, 8, 8), (0, 2), "4", 110, integer=True,
     ),
+    "conv_layer": _Case(
+        "the gap_fc architecture with the target layer a conv's output (before its ReLU): the "
+        "map can be negative where a ReLU output's cannot", _gap_fc, (3, 3, 10, 13), (4, 0, 2),
+        "2", 106,
+    ),
+    "softmax_argmax": _Case(
+        "VGG-style, the softmax probability as the score, the predicted classes as targets "
+        "(recorded) and a max-pool output as the layer", _vgg, (3, 3, 8, 10), None, "5", 107,
+        score="softmax",
+    ),
+    "bn_log_softmax": _Case(
+        "conv -> BatchNorm2d (eval), the log-softmax as the score, a BatchNorm output as the "
+        "layer and the predicted classes as targets", _batchnorm, (3, 3, 11, 12), None, "5", 109,
+        score="log_softmax",
+    ),
+    "graph_residual_concat": _Case(
+        "a Graph: a residual block (out = relu(bn2(...) + x)) and a concat of two conv "
+        "branches, then GAP and a linear layer; the layer is the ReLU after the concat, the "
+        "targets the predicted classes", _residual_concat, (3, 3, 9, 12), None, "relu3", 120,
+    ),
 }
 
 
-def _weights(model: Sequential, rng: np.random.Generator, integer: bool) -> dict[str, np.ndarray]:
+def _weights(model: Sequential | Graph, rng: np.random.Generator, integer: bool) -> dict[str, np.ndarray]:
     """Deterministic weights for every state_dict entry, in state_dict order."""
     out: dict[str, np.ndarray] = {}
-    leaves = dict(model.named_layers())
+    leaves = dict(model.named_layers() if isinstance(model, Sequential) else model.named_nodes())
     for key, value in model.state_dict().items():
         layer_name, attr = key.rsplit(".", 1)
         layer = leaves[layer_name]
@@ -271,17 +368,30 @@ def _compute(name: str) -> dict[str, np.ndarray]:
     model.eval()
     if case.integer:
         x = rng.integers(0, 3, size=case.input_shape).astype(np.float64)
+    elif case.target is None:
+        # an argmax case must be able to show target and ReLU bugs: its images predict at
+        # least two classes and their raw maps take both signs (deterministic from the seed)
+        from .revealing import revealing_batch
+
+        n, *shape = case.input_shape
+        x = revealing_batch(model, tuple(shape), n=n, layer=case.layer, rng=rng, score=case.score)
     else:
         x = rng.standard_normal(case.input_shape)
-    target = np.array(case.target, dtype=np.int64)
-    logits = model.forward(x)
-    r = grad_cam(model, x, target, case.layer)
+    logits = model.run(x).output
+    if case.target is None:
+        target = logits.argmax(axis=1)
+    else:
+        target = np.array(case.target, dtype=np.int64)
+    score = case.score
+    r = grad_cam(model, x, target, case.layer, score)
     # Grad-CAM always has them (only CAM's gradients, and FullGrad's arrays, are None)
     assert r.gradients is not None and r.activations is not None and r.weights is not None
+    up = upsample(r.cam, x.shape[2:])
     arrays: dict[str, np.ndarray] = {
         "architecture": np.array(json.dumps(model.config(), sort_keys=True)),
         "layer": np.array(case.layer),
-        "score": np.array("logit"),
+        "score": np.array(score),
+        "target_rule": np.array("argmax" if case.target is None else "given"),
         "input": x,
         "target": target,
         "logits": logits,
@@ -291,12 +401,17 @@ def _compute(name: str) -> dict[str, np.ndarray]:
         "alpha": r.weights,
         "raw": r.raw,
         "cam": r.cam,
-        "cam_upsampled": upsample(r.cam, x.shape[2:]),
-        "saliency": saliency(model, x, target),
-        "guided_backprop": guided_backprop(model, x, target),
-        "deconvnet": deconvnet(model, x, target),
-        "guided_grad_cam": guided_grad_cam(model, x, target, case.layer),
+        "cam_upsampled": up,
+        "saliency": saliency(model, x, target, score),
+        "guided_backprop": guided_backprop(model, x, target, score),
+        "deconvnet": deconvnet(model, x, target, score),
+        "guided_grad_cam": guided_grad_cam(model, x, target, case.layer, score=score),
+        "cam_normalized": normalize(up),
+        "counterfactual": counterfactual(model, x, target, case.layer, score).cam,
     }
+    for method in FAMILY_METHODS:
+        fn = METHODS[method].function
+        arrays[FAMILY_PREFIX + method] = fn(model, x, target, case.layer, score=FAMILY_SCORES[method]).cam
     arrays.update({WEIGHT_PREFIX + k: v for k, v in weights.items()})
     return {k: np.array(v, order="C") for k, v in arrays.items()}  # keeps 0-d arrays 0-d
 
@@ -326,11 +441,13 @@ def write_vectors(out_dir: str | os.PathLike) -> dict[str, Any]:
             "file": f"{name}.npz",
             "description": case.description,
             "layer": case.layer,
-            "score": "logit",
-            "target": list(case.target),
+            "score": case.score,
+            "target_rule": "argmax" if case.target is None else "given",
+            "target": [int(t) for t in arrays["target"]],
             "input_shape": list(case.input_shape),
             "seed": case.seed,
-            "quantities": list(QUANTITIES),
+            "quantities": [*QUANTITIES, *(FAMILY_PREFIX + m for m in FAMILY_METHODS)],
+            "family_scores": dict(FAMILY_SCORES),
             "arrays": {
                 key: {"shape": list(arr.shape), "dtype": str(arr.dtype), "sha256": _sha256(arr)}
                 for key, arr in sorted(arrays.items())
@@ -470,7 +587,7 @@ def load_case(vectors_dir: str | os.PathLike, case: str) -> dict[str, np.ndarray
     return arrays
 
 
-def _case_model(arrays: dict[str, np.ndarray]) -> Sequential:
+def _case_model(arrays: dict[str, np.ndarray]) -> Sequential | Graph:
     text = arrays.get("architecture")
     if text is None or text.dtype.kind != "U" or text.shape != ():
         raise ValueError("the case holds no architecture (a JSON string under 'architecture').")
@@ -478,9 +595,30 @@ def _case_model(arrays: dict[str, np.ndarray]) -> Sequential:
     n = len(WEIGHT_PREFIX)
     weights = {k[n:]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
     model = model_from_config(config, state_dict=weights)
-    if not isinstance(model, Sequential):
-        raise ValueError("the case's architecture is not a Sequential model.")
+    if not isinstance(model, (Sequential, Graph)):
+        raise ValueError("the case's architecture is not a Sequential or a Graph.")
     return model.eval()
+
+
+def _text(arrays: dict[str, np.ndarray], key: str, allowed: tuple[str, ...]) -> str:
+    value = arrays.get(key)
+    if value is None or value.dtype.kind != "U" or value.shape != () or str(value[()]) not in allowed:
+        raise ValueError(f"the case's {key!r} must be one of {allowed}.")
+    return str(value[()])
+
+
+def case_inputs(arrays: dict[str, np.ndarray]) -> tuple[Sequential | Graph, np.ndarray, Any, str, str]:
+    """``(model, x, target, layer, score)`` of a case loaded by :func:`load_case`: what
+    :func:`npcam.verify.diagnose` needs. ``target`` is None for an ``argmax`` case (the
+    implementation under test picks the predicted class), else the (N,) classes."""
+    model = _case_model(arrays)
+    rule = _text(arrays, "target_rule", ("given", "argmax"))
+    score = _text(arrays, "score", ("logit", "softmax", "log_softmax"))
+    layer = arrays.get("layer")
+    if layer is None or layer.dtype.kind != "U" or layer.shape != ():
+        raise ValueError("the case holds no layer name (a string under 'layer').")
+    target = None if rule == "argmax" else arrays["target"]
+    return model, arrays["input"], target, str(layer[()]), score
 
 
 def _read_theirs(theirs: Any) -> np.ndarray:
@@ -514,6 +652,10 @@ class Comparison:
     correlation: float | None  #: Pearson r over all elements; None when either is constant
     tolerance: float  #: the bar on max_rel_error
     passed: bool
+    float64_passed: bool = False  #: within the index's float64 tier
+    float32_passed: bool = False  #: within the index's float32 tier
+    float64_tier: float = 1e-10
+    float32_tier: float = 1e-4
 
     def __str__(self) -> str:
         conv = f" (convention {self.convention})" if self.convention else ""
@@ -526,6 +668,9 @@ class Comparison:
                 f"  max |reference|  {self.scale:.3e}",
                 f"  max rel error    {self.max_rel_error:.3e}  (tolerance {self.tolerance:.0e})",
                 f"  correlation      {corr}",
+                f"  tiers            {'PASS' if self.float32_passed else 'FAIL'} at the float32 tier "
+                f"({self.float32_tier:.0e}), {'PASS' if self.float64_passed else 'FAIL'} at the float64 "
+                f"bar ({self.float64_tier:.0e})",
                 f"  result           {'PASS' if self.passed else 'FAIL'}",
             ]
         )
@@ -540,7 +685,8 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.clip((a @ b) / (na * nb), -1.0, 1.0))
 
 
-def _convention_reference(arrays: dict[str, np.ndarray], quantity: str, convention: str) -> np.ndarray:
+def _convention_reference(arrays: dict[str, np.ndarray], quantity: str, convention: str,
+                          score: str | None, method: str, options: Mapping[str, Any]) -> np.ndarray:
     if quantity not in CONVENTION_QUANTITIES:
         raise ValueError(
             f"convention applies to quantity {' or '.join(CONVENTION_QUANTITIES)}, got {quantity!r}."
@@ -551,9 +697,16 @@ def _convention_reference(arrays: dict[str, np.ndarray], quantity: str, conventi
         raise ValueError(f"convention {convention!r} needs npcam.conventions: {exc}") from exc
     model = _case_model(arrays)
     x, target, layer = arrays["input"], arrays["target"], str(arrays["layer"][()])
+    if method != "grad-cam":
+        if quantity != "cam":
+            raise ValueError(
+                f"a CAM-family convention (method {method!r}) gives quantity cam, got {quantity!r}."
+            )
+        out = conventions.cam(method, model, x, target, layer, convention, None, score, **options)
+        return np.asarray(out)
     if quantity == "cam":
-        return np.asarray(conventions.grad_cam(model, x, target, layer, convention))
-    return np.asarray(conventions.guided_grad_cam(model, x, target, layer, convention))
+        return np.asarray(conventions.grad_cam(model, x, target, layer, convention, None, score, **options))
+    return np.asarray(conventions.guided_grad_cam(model, x, target, layer, convention, score, **options))
 
 
 def compare(
@@ -563,6 +716,10 @@ def compare(
     quantity: str,
     convention: str | None = None,
     tolerance: float | None = None,
+    *,
+    score: str | None = None,
+    method: str = "grad-cam",
+    options: Mapping[str, Any] | None = None,
 ) -> Comparison:
     """Compare another implementation's array with one quantity of one case.
 
@@ -578,7 +735,14 @@ def compare(
         returns it (its shape, dtype, resizing and normalisation; its default score).
     tolerance : the bar on the relative error; default the index's value for the
         quantity, its ``float32`` tier when theirs (or the convention's output) is float32
-        or narrower.
+        or narrower. Both tiers are reported (``float64_passed``, ``float32_passed``), so
+        a float32 array is never passed without saying that it fails the float64 bar.
+    score : with ``convention``: the score the library differentiates (None: the
+        library's default, :data:`npcam.conventions.DEFAULT_SCORES`).
+    method : with ``convention``: ``"grad-cam"`` or a CAM-family method of
+        ``npcam.conventions.FAMILY_NAMES`` (quantity ``cam``).
+    options : with ``convention``: the convention's own options
+        (``{"relu_attributions": True}``, ``{"interpolate_mode": "bilinear"}``, …).
 
     Returns a :class:`Comparison`; ``passed`` means ``max|theirs − ref| / max|ref| ≤
     tolerance`` with every value of theirs finite. Raises ``FileNotFoundError`` for a
@@ -592,9 +756,11 @@ def compare(
     arr = _read_theirs(theirs)
     arrays = load_case(vectors_dir, case)
     if convention is None:
+        if score is not None or method != "grad-cam" or options:
+            raise ValueError("score, method and options apply with a convention; give convention=...")
         ref = arrays[quantity]
     else:
-        ref = _convention_reference(arrays, quantity, convention)
+        ref = _convention_reference(arrays, quantity, convention, score, method, dict(options or {}))
     if arr.shape != ref.shape:
         raise ValueError(
             f"theirs has shape {arr.shape}, but {quantity!r} of case {case!r}"
@@ -620,7 +786,55 @@ def compare(
         max_abs, corr = float("nan"), None
     scale = float(np.abs(r).max()) if r.size else 0.0
     rel = max_abs / max(scale, np.finfo(np.float64).tiny)
+    tiers = index["tolerances"]["quantities"].get(quantity, {"float64": 1e-10, "float32": 1e-4})
     return Comparison(
         case, quantity, convention, tuple(arr.shape), str(arr.dtype), max_abs, scale, rel, corr,
-        bar, bool(finite and rel <= bar),
+        bar, bool(finite and rel <= bar), bool(finite and rel <= float(tiers["float64"])),
+        bool(finite and rel <= float(tiers["float32"])), float(tiers["float64"]), float(tiers["float32"]),
     )
+
+
+# ------------------------------------------------------------------------- in torch
+def case_to_torch(vectors_dir: str | os.PathLike, case: str) -> Any:
+    """Case ``case`` rebuilt as a float64 ``torch.nn.Module`` in eval mode, with the case's
+    weights loaded (``strict=True``): the module that :mod:`npcam.verify.torch_cases`
+    writes as source, so a torch user needs no converter of their own. Like
+    :func:`load_case`, the case is checked against ``index.json`` first. Needs the
+    ``crosscheck`` extra (torch)."""
+    try:
+        import torch
+        from torch import nn
+    except ImportError as exc:
+        raise ImportError("case_to_torch needs PyTorch: install npcam's crosscheck extra "
+                          "(pip install 'npcam[crosscheck]').") from exc
+    from collections import OrderedDict
+
+    from .torch_cases import torch_source
+
+    arrays = load_case(vectors_dir, case)
+    namespace: dict[str, Any] = {"torch": torch, "nn": nn, "OrderedDict": OrderedDict}
+    # the source holds only numbers and names taken from the validated npcam model
+    exec(compile(torch_source(_case_model(arrays)), f"<npcam case {case}>", "exec"), namespace)
+    module = namespace["build"]().double()
+    n = len(WEIGHT_PREFIX)
+    module.load_state_dict(
+        {k[n:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)},
+        strict=True,
+    )
+    return module.eval()
+
+
+def write_torch_scripts(vectors_dir: str | os.PathLike) -> list[Path]:
+    """Write ``<case>.py`` beside every case of a vectors directory (atomically): a
+    standalone script that rebuilds the case in torch and loads its weights."""
+    from .torch_cases import script
+
+    index = read_index(vectors_dir)
+    out: list[Path] = []
+    for case, entry in index["cases"].items():
+        arrays = load_case(vectors_dir, case)
+        path = Path(os.fspath(vectors_dir)) / (entry["file"][: -len(".npz")] + ".py")
+        with atomic_write(path) as fh:
+            fh.write(script(_case_model(arrays), case).encode("utf-8"))
+        out.append(path)
+    return out

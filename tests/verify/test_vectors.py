@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import scipy.special
 
 from npcam import cli
 from npcam.verify import vectors as V
@@ -46,23 +47,26 @@ def test_rewrite_is_bit_identical(vdir, tmp_path):
 
 def test_index_lists_every_case_and_quantity(vdir):
     index = json.loads((vdir / "index.json").read_text())
-    assert index["format_version"] == V.FORMAT_VERSION == 1
+    assert index["format_version"] == V.FORMAT_VERSION == 2
     assert set(index["cases"]) == set(V.CASES)
-    assert len(index["cases"]) >= 5
-    assert set(index["tolerances"]["quantities"]) == set(V.QUANTITIES)
+    assert len(index["cases"]) >= 10
+    family = [V.FAMILY_PREFIX + m for m in V.FAMILY_METHODS]
+    assert set(index["tolerances"]["quantities"]) == {*V.QUANTITIES, *family}
+    assert {"cam_normalized", "counterfactual"} <= set(V.QUANTITIES)
     for key in ("relu_derivative_at_zero", "max_pool_ties", "upsample"):
         assert key in index["conventions"]
     assert index["versions"]["numpy"] == np.__version__
     for case, entry in index["cases"].items():
         arrays = _npz_arrays(vdir / entry["file"])
-        assert entry["quantities"] == list(V.QUANTITIES)
+        assert entry["quantities"] == [*V.QUANTITIES, *family]
         assert set(entry["arrays"]) == set(arrays)
         for key, meta in entry["arrays"].items():
             assert tuple(meta["shape"]) == arrays[key].shape, (case, key)
             assert meta["dtype"] == str(arrays[key].dtype)
             assert arrays[key].dtype != object
         assert str(arrays["layer"][()]) == entry["layer"]
-        assert str(arrays["score"][()]) == entry["score"] == "logit"
+        assert str(arrays["score"][()]) == entry["score"] in ("logit", "softmax", "log_softmax")
+        assert str(arrays["target_rule"][()]) == entry["target_rule"] in ("given", "argmax")
         assert arrays["target"].tolist() == entry["target"]
         assert any(k.startswith(V.WEIGHT_PREFIX) for k in arrays)
 
@@ -71,7 +75,27 @@ def test_case_contents_are_consistent(vdir):
     for case in V.CASES:
         a = V.load_case(vdir, case)
         n = a["input"].shape[0]
-        np.testing.assert_array_equal(a["scores"], a["logits"][np.arange(n), a["target"]])
+        score = str(a["score"][()])
+        z = a["logits"]
+        # y^c under the case's score, computed here from the logits (scipy, not npcam)
+        every = {"logit": z, "softmax": scipy.special.softmax(z, axis=1),
+                 "log_softmax": scipy.special.log_softmax(z, axis=1)}[score]
+        np.testing.assert_allclose(a["scores"], every[np.arange(n), a["target"]], rtol=0,
+                                   atol=1e-15 * np.abs(every).max())
+        if str(a["target_rule"][()]) == "argmax":
+            # the recorded targets are the predictions, and they differ (target bugs can show)
+            assert a["target"].tolist() == z.argmax(axis=1).tolist()
+            assert len(set(a["target"].tolist())) >= 2, case
+            per_image = a["raw"].reshape(n, -1)
+            assert ((per_image > 0).any(axis=1) & (per_image < 0).any(axis=1)).all(), case
+        u = a["cam_upsampled"]
+        lo, hi = u.min(axis=(1, 2), keepdims=True), u.max(axis=(1, 2), keepdims=True)
+        span = np.where(hi > lo, hi - lo, 1.0)  # a constant map normalises to zeros
+        np.testing.assert_allclose(a["cam_normalized"], np.where(hi > lo, (u - lo) / span, 0.0),
+                                   rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(a["counterfactual"], np.maximum(-a["raw"], 0))
+        for method in V.FAMILY_METHODS:
+            assert a[V.FAMILY_PREFIX + method].shape == a["cam"].shape, (case, method)
         np.testing.assert_allclose(a["alpha"], a["gradients"].mean(axis=(2, 3)), rtol=0, atol=1e-15)
         np.testing.assert_array_equal(a["cam"], np.maximum(a["raw"], 0))
         assert a["cam_upsampled"].shape == (n, *a["input"].shape[2:])
@@ -237,13 +261,13 @@ def test_cli_compare_refuses_wrong_format_version(vdir, tmp_path, capsys):
     for path in vdir.iterdir():
         (tmp_path / path.name).write_bytes(path.read_bytes())
     index = json.loads((tmp_path / "index.json").read_text())
-    index["format_version"] = 2
+    index["format_version"] = 3
     (tmp_path / "index.json").write_text(json.dumps(index))
     good = tmp_path / "cam.npy"
     np.save(good, V.load_case(vdir, "gap_fc")["cam"])
     assert cli.main(["compare", str(good), "--vectors", str(tmp_path), "--case", "gap_fc",
                      "--quantity", "cam"]) == 2
-    _one_error_line(capsys, "format_version 2")
+    _one_error_line(capsys, "format_version 3")
 
 
 def test_cli_compare_with_conventions(vdir, tmp_path, capsys):
@@ -271,7 +295,7 @@ def test_cli_vectors_command(tmp_path, capsys):
     out = tmp_path / "golden"
     assert cli.main(["vectors", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "index.json" in printed and "format version 1" in printed
+    assert "index.json" in printed and "format version 2" in printed
     assert {p.name for p in out.iterdir()} == {"index.json", *(f"{c}.npz" for c in V.CASES)}
     for case in V.CASES:
         with zipfile.ZipFile(out / f"{case}.npz") as zf:
