@@ -9,7 +9,15 @@ from typing import Any
 
 from ..verify.diagnose import QUANTITIES as DIAGNOSED
 from ..verify.diagnose import _parse_value, diagnose
-from ..verify.vectors import FAMILY_PREFIX, QUANTITIES, _read_theirs, case_inputs, compare, load_case
+from ..verify.vectors import (
+    FAMILY_PREFIX,
+    FAMILY_SCORES,
+    QUANTITIES,
+    _read_theirs,
+    case_inputs,
+    compare,
+    load_case,
+)
 from . import CliError
 
 __all__ = ["register"]
@@ -32,8 +40,11 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def _explain(args: argparse.Namespace, options: dict[str, Any]) -> None:
     """The diagnosis of a FAIL, printed under the report."""
     quantity, convention = args.quantity, args.convention
+    family_score = None
     if quantity.startswith(FAMILY_PREFIX):
-        convention, quantity = f"npcam:method={quantity[len(FAMILY_PREFIX):]}", "cam"
+        method = quantity[len(FAMILY_PREFIX):]
+        convention, quantity = f"npcam:method={method}", "cam"
+        family_score = FAMILY_SCORES.get(method)
     elif convention is not None:
         parts = [convention, *(f"{k}={v}" for k, v in options.items())]
         if args.method != "grad-cam":
@@ -43,13 +54,16 @@ def _explain(args: argparse.Namespace, options: dict[str, Any]) -> None:
         return
     model, x, target, layer, score = case_inputs(load_case(args.vectors, args.case))
     known = args.score if args.score is not None else (None if score == "logit" else score)
+    if family_score is not None:
+        known = None if family_score == "logit" else family_score
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = diagnose(_read_theirs(args.theirs), model, x, target, layer, quantity, score=known,
                      convention=convention)
-    print(f"  diagnosis        {d.verdict}: {d.explanation}")
-    for h in d.hypotheses[1:5]:
-        print(f"                   also group {h.group}: {h.name} (residual {h.residual:.0e})")
+    name = f" {d.hypotheses[0].name}" if d.hypotheses else ""
+    print(f"  diagnosis        {d.verdict}{name}: {d.explanation}")
+    for h in [h for h in d.hypotheses if h.group > 0][:4]:
+        print(f"                   less likely (group {h.group}): {h.name} (residual {h.residual:.0e})")
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

@@ -465,19 +465,29 @@ class _Engine:
         layer = self._layer_node(setup.layer) if self.layer is not None else None
         if self.layer is not None and layer is None:
             return None
+        targets_ = [int(v) for v in t]
+        result: dict[str, np.ndarray] = {}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = conventions.cam(method, model, self.x, [int(v) for v in t], layer, lib,
-                                      self.input_size, setup.score, **options)
+                if lib == "npcam":  # the method's own map, at the layer (cam) or resized
+                    from ..methods.registry import METHODS
+
+                    low = METHODS[method].function(model, self.x, targets_, layer, score=setup.score).cam
+                    up = hyp.resize(low, self.input_size, "bilinear")
+                    result = {"cam": low, "cam_upsampled": up, "cam_normalized": hyp.minmax(up)}
+                else:
+                    out = np.asarray(conventions.cam(method, model, self.x, targets_, layer, lib,
+                                                     self.input_size, setup.score, **options))
+                    result = {q: out for q in self.wanted}
         except (ValueError, TypeError):
             return None
-        out = np.asarray(out)
+        out_ = {q: result[q] for q in self.wanted}
         if setup.transposed:
-            out = hyp.transposed_map(out)
+            out_ = {q: hyp.transposed_map(v) for q, v in out_.items()}
         if setup.float32:
-            out = out.astype(np.float32)
-        return {q: out for q in self.wanted}
+            out_ = {q: v.astype(np.float32) for q, v in out_.items()}
+        return out_
 
 
 def parse_convention(spec: str) -> tuple[str, dict[str, Any]]:

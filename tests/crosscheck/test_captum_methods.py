@@ -119,14 +119,25 @@ def golden(tmp_path_factory):
     return out
 
 
+_SCORE_MODULES = {"logit": None, "softmax": "Softmax", "log_softmax": "LogSoftmax"}
+
+
 @pytest.mark.parametrize("case", list(V.CASES))
-def test_golden_vectors_match_torch_and_captum(case, golden, check, torch_from_npcam):
+def test_golden_vectors_match_torch_and_captum(case, golden, check):
+    """Every stored quantity of every case equals captum's on the case rebuilt in torch by
+    ``case_to_torch`` (the case's score as the model's output: captum attributes the
+    output), and the recorded argmax targets are torch's predictions."""
     a = V.load_case(golden, case)
-    tnet = torch_from_npcam(V._case_model(a))
-    tlayer = tnet.get_submodule(str(a["layer"][()]))
+    model = V.case_to_torch(golden, case)
+    tlayer = model.get_submodule(str(a["layer"][()]))
     x = torch.from_numpy(a["input"].copy())
     t = torch.from_numpy(a["target"])
-    check("vectors: logits", a["logits"], tnet(x))
+    check("vectors: logits", a["logits"], model(x))
+    if str(a["target_rule"][()]) == "argmax":
+        assert model(x).argmax(1).tolist() == a["target"].tolist()
+    head = _SCORE_MODULES[str(a["score"][()])]
+    tnet = model if head is None else torch.nn.Sequential(model, getattr(torch.nn, head)(dim=1))
+    check("vectors: scores", a["scores"], tnet(x)[torch.arange(len(x)), t])
     gc = captum_attr.LayerGradCam(tnet, tlayer)
     check("vectors: raw", a["raw"], gc.attribute(x, target=t)[:, 0])
     check("vectors: cam", a["cam"], gc.attribute(x, target=t, relu_attributions=True)[:, 0])
