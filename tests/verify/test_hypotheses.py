@@ -527,3 +527,14 @@ def test_epsilons_include_the_libraries_values():
     assert (eps > 0).all() and (np.diff(eps) < 0).all()
     assert conventions.PYTORCH_GRAD_CAM_EPS in H.EPSILONS
     assert conventions.TORCHCAM_EPS in H.EPSILONS
+
+
+def test_the_documentation_lists_every_hypothesis():
+    """docs/diagnose.md names every hypothesis of the table (a new bug must be documented)."""
+    from pathlib import Path
+
+    from npcam.verify.hypotheses import ORDER
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "diagnose.md").read_text(encoding="utf-8")
+    for name in ORDER:
+        assert f"`{name}" in text, name
