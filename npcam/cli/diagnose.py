@@ -14,7 +14,7 @@ from .. import zoo
 from .._files import atomic_write
 from ..nn.io import read_npy
 from ..verify.diagnose import QUANTITIES, Diagnosis, diagnose
-from ..verify.vectors import MAX_CASE_BYTES, case_inputs, load_case
+from ..verify.vectors import FAMILY_PREFIX, FAMILY_SCORES, MAX_CASE_BYTES, case_inputs, load_case
 from . import CliError
 
 __all__ = ["register", "write_json"]
@@ -55,10 +55,21 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     if theirs.dtype.kind not in "iuf":
         raise CliError(f"{args.theirs!r} must hold real numbers, got dtype {theirs.dtype}.")
     model, x, target, layer = _inputs(args)
+    quantity, convention, score = args.quantity, args.convention, args.score
+    if quantity.startswith(FAMILY_PREFIX):  # a stored CAM-family map: npcam's own method
+        method = quantity[len(FAMILY_PREFIX):]
+        if method not in FAMILY_SCORES:
+            raise CliError(f"--quantity family:<method> takes one of {', '.join(FAMILY_SCORES)}, "
+                           f"got {method!r}.")
+        if convention is not None:
+            raise CliError("--quantity family:<method> is npcam's map; give --convention "
+                           "LIB:method=M with --quantity cam for a library's.")
+        convention, quantity = f"npcam:method={method}", "cam"
+        score = FAMILY_SCORES[method] if score is None else score
     with warnings.catch_warnings():  # listed in the report instead
         warnings.simplefilter("ignore")
-        d = diagnose(theirs, model, x, target, layer, args.quantity, score=args.score,
-                     relu_rule=args.relu_rule, convention=args.convention)
+        d = diagnose(theirs, model, x, target, layer, quantity, score=score,
+                     relu_rule=args.relu_rule, convention=convention)
     print(d)
     if args.json is not None:
         write_json(args.json, d)
@@ -80,8 +91,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default=None,
                    help=f"a shipped model ({', '.join(zoo.NAMES)}) instead of a case")
     p.add_argument("--input", default=None, metavar="X.npy", help="the (N, C, H, W) input, with --model")
-    p.add_argument("--quantity", default="cam", choices=QUANTITIES, metavar="Q",
-                   help=f"what THEIRS is: one of {', '.join(QUANTITIES)} (default cam)")
+    p.add_argument("--quantity", default="cam", metavar="Q",
+                   help=f"what THEIRS is: one of {', '.join(QUANTITIES)} or family:<method> "
+                   "(default cam)")
     p.add_argument("--target", type=int, nargs="+", default=None,
                    help="class per image (default: the case's)")
     p.add_argument("--layer", default=None, help="target layer (default: the case's)")

@@ -45,7 +45,7 @@ import numpy as np
 
 from .._validate import describe
 from .._warnings import WeakTestInputWarning
-from ..methods._core import _node_of, _to_nchw, check_input, check_model, resolve_layer, targets
+from ..methods._core import _node_of, _to_nchw, check_input, check_model, nchw_view, resolve_layer, targets
 from ..methods.scores import SCORES, scores_and_cotangent
 from ..nn.trace import RELU_RULES, Trace
 from . import hypotheses as hyp
@@ -554,8 +554,10 @@ def _candidates(engine: _Engine, base: Setup, known: dict[str, bool],
             continue
         if (family or base.convention is not None) and not bug.fields <= (_FORWARD_FIELDS | {"transposed"}):
             continue
+        # CAM's weights are the FC row w^c of the named layer's head: no score, no gradient,
+        # no other layer
         if engine.method == "cam" and bug.fields & {"score", "alpha", "relu_gradients", "channels_last",
-                                                     "grad_at"}:
+                                                     "grad_at", "layer", "inplace"}:
             continue
         out.append(_Candidate((bug.name,), (bug,), bug.apply(base), bug.name == "opencv-resize"))
     if "cam_normalized" in wanted and not family and base.convention is None:
@@ -770,6 +772,10 @@ def diagnose(
         is Zhou et al.'s CAM.
     input_size : (H, W) of the upsampled maps; default the size of ``x``.
 
+    A graph that reads its input channels-last (:meth:`npcam.Graph.channels_last_input`) is
+    diagnosed in its NCHW form: give input-resolution quantities (saliency, guided
+    backprop, Guided Grad-CAM) in (N, C, H, W).
+
     Returns
     -------
     Diagnosis
@@ -787,14 +793,18 @@ def diagnose(
     Examples
     --------
     >>> import numpy as np, npcam
-    >>> model = npcam.zoo.load("gap")                                # doctest: +SKIP
+    >>> model = npcam.zoo.pretrained("gap")                          # doctest: +SKIP
     >>> x = npcam.verify.revealing_batch(model, (3, 64, 64))         # doctest: +SKIP
-    >>> mine = npcam.grad_cam(model, x).cam * 256                    # doctest: +SKIP
+    >>> cam = npcam.grad_cam(model, x).cam                           # doctest: +SKIP
+    >>> mine = cam * cam.shape[1] * cam.shape[2]  # α summed: × Z    # doctest: +SKIP
     >>> npcam.verify.diagnose(mine, model, x).hypotheses[0].name     # doctest: +SKIP
     'alpha-sum'
     """
     given = _check_theirs(theirs, quantity)
     model = check_model(model)
+    # a graph that reads its input channels-last (Keras or JAX through ONNX) is diagnosed in
+    # its NCHW form, as the conventions run it: input-shaped quantities are then NCHW
+    model, x, _ = nchw_view(model, x)
     x = check_input(x)
     if x.ndim != 4:
         raise ValueError(f"x must be a batch (N, C, H, W), got shape {x.shape}.")
