@@ -827,8 +827,9 @@ def diagnose(
                              f"cam_upsampled or cam_normalized, got {bad[0]!r}.")
         family = (method, spec.split(":")[0] if spec else "npcam", {})
     engine = _Engine(model, x, target, layer, size, wanted, method or "grad-cam", family)
-    base = Setup(score=score or "logit", relu_rule=relu_rule,
-                 convention=spec if family is None else spec)
+    # npcam's setup, with what the user stated (a convention replaces the post-processing;
+    # for a CAM-family method it names the library whose map is the reference)
+    base = Setup(score=score or "logit", relu_rule=relu_rule, convention=spec)
     known = {"score": score is not None, "relu_rule": relu_rule is not None,
              "convention": convention is not None}
     ref = engine.arrays(base)
