@@ -108,6 +108,7 @@ _NAMES: dict[str, str] = {
     "from_torch": ".interop.torch",
     "from_onnx": ".interop.onnx",
     "show_versions": ".verify.environment",
+    "diagnose": ".verify.diagnose",
     # warnings (rule R3)
     "NpcamWarning": "._warnings",
     "NumericalWarning": "._warnings",
@@ -211,4 +212,5 @@ if TYPE_CHECKING:  # what static checkers and IDEs see
         View,
     )
     from .nn.sequential import Sequential
+    from .verify.diagnose import diagnose
     from .verify.environment import show_versions

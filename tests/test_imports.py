@@ -385,3 +385,18 @@ def test_every_module_imports_without_the_optional_extras():
     lines = result.stdout.splitlines()
     assert int(lines[0]) >= len(MODULES), f"walk_packages found {lines[0]} modules, npcam/ has {len(MODULES)}"
     assert len(lines) == 1, "\n".join(lines[1:])
+
+
+def test_diagnose_is_one_function_under_three_names():
+    """``npcam.diagnose`` and ``npcam.verify.diagnose`` are the function of
+    ``npcam/verify/diagnose.py``, whose module stays reachable through ``sys.modules``."""
+    import importlib
+    import types
+
+    import npcam
+    import npcam.verify
+
+    module = importlib.import_module("npcam.verify.diagnose")
+    assert isinstance(module, types.ModuleType)
+    assert npcam.diagnose is npcam.verify.diagnose is module.diagnose
+    assert callable(npcam.diagnose)
