@@ -9,6 +9,7 @@ returns :func:`npcam.verify.diagnose`'s verdict. Needs the ``crosscheck`` extra 
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -23,13 +24,12 @@ __all__ = ["check_torch"]
 
 def _torch() -> Any:
     try:
-        import torch
+        return importlib.import_module("torch")  # no static import: torch is an extra
     except ImportError as exc:
         raise ImportError(
             "check_torch needs PyTorch: install npcam's crosscheck extra (pip install "
             "'npcam[crosscheck]')."
         ) from exc
-    return torch
 
 
 def check_torch(

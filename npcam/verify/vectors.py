@@ -69,6 +69,7 @@ to ``max|reference|``, the Pearson correlation, and PASS/FAIL at the stated tole
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -801,9 +802,9 @@ def case_to_torch(vectors_dir: str | os.PathLike, case: str) -> Any:
     writes as source, so a torch user needs no converter of their own. Like
     :func:`load_case`, the case is checked against ``index.json`` first. Needs the
     ``crosscheck`` extra (torch)."""
-    try:
-        import torch
-        from torch import nn
+    try:  # no static import: torch is an extra
+        torch = importlib.import_module("torch")
+        nn = torch.nn
     except ImportError as exc:
         raise ImportError("case_to_torch needs PyTorch: install npcam's crosscheck extra "
                           "(pip install 'npcam[crosscheck]').") from exc
