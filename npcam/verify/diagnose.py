@@ -880,7 +880,8 @@ def diagnose(
         if invisible:
             names = sorted({c.name for c in invisible}, key=_order)
             notes.append(f"this {' and '.join(wanted)} on this batch cannot reveal "
-                         f"{', '.join(names)}: each gives npcam's array here")
+                         f"{', '.join(names)}: {'each gives' if len(names) > 1 else 'it gives'} "
+                         "npcam's array here")
         hyps: list[Hypothesis] = []
     elif narrow and r0 <= FLOAT32_FIT:
         verdict = "float32"
@@ -1013,13 +1014,14 @@ def _concentration(given: dict[str, np.ndarray], ref: dict[str, np.ndarray], q: 
 def _explain(verdict: str, hyps: list[Hypothesis], wanted: tuple[str, ...], r0: float,
              first: str | None, conc: dict[str, Any], tried: int, given: dict[str, np.ndarray],
              ref: dict[str, np.ndarray]) -> str:
-    what = " and ".join(wanted)
+    what = wanted[0] if len(wanted) == 1 else "arrays (" + ", ".join(wanted) + ")"
+    agrees = "agrees" if len(wanted) == 1 else "agree"
     shape = [q for q in wanted if given[q].size != ref[q].size or
              np.squeeze(given[q]).shape != np.squeeze(ref[q]).shape]
     if verdict == "match":
-        return f"Your {what} agrees with npcam's to {r0:.1e} of its scale (bar {FIT:.0e}): no difference."
+        return f"Your {what} {agrees} with npcam's to {r0:.1e} of its scale (bar {FIT:.0e}): no difference."
     if verdict == "float32":
-        return (f"Your {what} agrees to float32 rounding: max relative error {r0:.1e}; PASS at the "
+        return (f"Your {what} {agrees} to float32 rounding: residual {r0:.1e}; PASS at the "
                 f"float32 tier ({FLOAT32_FIT:.0e}), FAIL at the float64 bar ({FIT:.0e}).")
     lead = f"The first quantity that differs is {first}. " if first else ""
     if verdict == "explained":
@@ -1028,14 +1030,15 @@ def _explain(verdict: str, hyps: list[Hypothesis], wanted: tuple[str, ...], r0: 
         if len(best) > 1:
             text += (" Equally consistent on this input: " + ", ".join(h.name for h in best[1:]) + ".")
         text += f" With it, every value agrees to {best[0].residual:.0e}"
-        text += f" (without it, the max relative error is {r0:.1e})." if math.isfinite(r0) else "."
+        text += (f" (without it, the residual is {r0:.1e}: max|theirs − npcam's| / the larger "
+                 "max|·|)." if math.isfinite(r0) else ".")
         return text
     if shape:
         q = shape[0]
         return (lead + f"Your {q} has shape {given[q].shape}, npcam's {ref[q].shape}, and none of the "
                 f"{tried} hypotheses tried (singly and in pairs) gives your shape and values.")
     parts = [f"No hypothesis of npcam's reproduces your {what} ({tried} tried, singly and in pairs): "
-             f"the max relative error is {r0:.1e}."]
+             f"the residual is {r0:.1e}."]
     if conc["images"] is not None:
         parts.append(f"It sits in image(s) {conc['images'][:8]}" + (
             f", channel(s) {conc['channels'][:8]}" if conc["channels"] else "") + ".")

@@ -161,10 +161,11 @@ FAMILY_SCORES = {
 #: Quantities that ``compare(..., convention=NAME)`` recomputes in a library's convention.
 CONVENTION_QUANTITIES = ("cam", "guided_grad_cam")
 
-#: Bars on ``max|theirs − reference| / max|reference|``: float64 implementations agree to
-#: round-off (observed ≤ 1e-15 against torch/captum); float32 ones to ~1e-7 per operation.
+#: Bars on ``max|theirs − reference| / max|reference|`` (rule R1, the same tiers as
+#: :func:`npcam.verify.diagnose`): float64 implementations agree to round-off (observed
+#: ≤ 1e-15 against torch/captum); float32 ones to ~1e-7 per operation, 1e-5 in all.
 TOLERANCES: dict[str, dict[str, float]] = {
-    q: {"float64": 1e-10, "float32": 1e-4}
+    q: {"float64": 1e-10, "float32": 1e-5}
     for q in (*QUANTITIES, *(FAMILY_PREFIX + m for m in FAMILY_METHODS))
 }
 
@@ -656,7 +657,7 @@ class Comparison:
     float64_passed: bool = False  #: within the index's float64 tier
     float32_passed: bool = False  #: within the index's float32 tier
     float64_tier: float = 1e-10
-    float32_tier: float = 1e-4
+    float32_tier: float = 1e-5
 
     def __str__(self) -> str:
         conv = f" (convention {self.convention})" if self.convention else ""
@@ -787,7 +788,7 @@ def compare(
         max_abs, corr = float("nan"), None
     scale = float(np.abs(r).max()) if r.size else 0.0
     rel = max_abs / max(scale, np.finfo(np.float64).tiny)
-    tiers = index["tolerances"]["quantities"].get(quantity, {"float64": 1e-10, "float32": 1e-4})
+    tiers = index["tolerances"]["quantities"].get(quantity, {"float64": 1e-10, "float32": 1e-5})
     return Comparison(
         case, quantity, convention, tuple(arr.shape), str(arr.dtype), max_abs, scale, rel, corr,
         bar, bool(finite and rel <= bar), bool(finite and rel <= float(tiers["float64"])),

@@ -124,7 +124,7 @@ def test_compare_float32_pass_says_it_fails_the_float64_bar(vdir, tmp_path, caps
     path = _save(tmp_path, "f32.npy", a["cam"].astype(np.float32))
     assert cli.main(["compare", path, "--vectors", str(vdir), "--case", "nested", "--quantity", "cam"]) == 0
     out = capsys.readouterr().out
-    assert "PASS at the float32 tier (1e-04), FAIL at the float64 bar (1e-10)" in out
+    assert "PASS at the float32 tier (1e-05), FAIL at the float64 bar (1e-10)" in out
 
 
 def test_compare_convention_options(vdir, tmp_path, capsys):
