@@ -83,10 +83,13 @@ def main() -> None:
                 ("unexplained, cam_normalized", up + 1e-3 * up**2, "cam_normalized"),
             ]
             for label, arr, q in cases:
-                seconds, d = _time(lambda: npcam.verify.diagnose(arr, model, x, layer=layer, quantity=q),
-                                   args.repeats)
+                def run(arr=arr, q=q, model=model, x=x, layer=layer):
+                    return npcam.verify.diagnose(arr, model, x, layer=layer, quantity=q)
+
+                seconds, d = _time(run, args.repeats)
                 top = d.hypotheses[0].name if d.hypotheses else "-"
-                print(f"  {label:30s} {seconds:6.2f} s  verdict {d.verdict:11s} tried {d.tried:4d}  top {top}")
+                print(f"  {label:30s} {seconds:6.2f} s  verdict {d.verdict:11s} tried {d.tried:4d}  "
+                      f"top {top}")
 
 
 if __name__ == "__main__":
